@@ -1,0 +1,427 @@
+//! The panel API: one endpoint that reads a request in any encoding clients use, dispatches on
+//! `action` and answers with the exact shapes and error texts panel clients expect.
+
+mod params;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
+use tracing::{error, warn};
+
+use crate::domain::{Catalogue, Money};
+use crate::store::{AddRefusal, KeyRecord, NewOrder, OrderRecord, Store, StoreError};
+use crate::tiktok::link::{self, Link, VideoId};
+use crate::tiktok::{Reader, Reading, Resolved};
+use params::Params;
+
+/// The most ids one multi-status call may ask for.
+pub const MAX_STATUS_IDS: usize = 100;
+
+/// Error texts clients compare by equality.
+pub mod texts {
+    pub const INVALID_KEY: &str = "Invalid API key";
+    pub const INCORRECT_REQUEST: &str = "Incorrect request";
+    pub const INCORRECT_SERVICE: &str = "Incorrect service ID";
+    pub const INCORRECT_LINK: &str = "Incorrect link";
+    pub const NOT_ENOUGH_FUNDS: &str = "Not enough funds on balance";
+    pub const ACTIVE_ORDER: &str =
+        "You have active order with this link. Please wait until order being completed.";
+    pub const INCORRECT_ORDER: &str = "Incorrect order ID";
+    pub const VIDEO_PRIVATE: &str = "Video is private";
+    pub const VIDEO_REGION: &str = "Video is not available in the panel's region";
+    pub const VIDEO_NOT_FOUND: &str = "Video not found";
+    pub const SHORT_LINK_UNRESOLVED: &str =
+        "Short link could not be resolved right now, please retry or send the full video link";
+    pub const TOO_MANY_IDS: &str = "Too many order IDs, at most 100 per request";
+    pub const DRIPFEED_UNAVAILABLE: &str = "Drip-feed is not available for this service";
+}
+
+/// What the API needs from the rest of playpanel.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub reader: Arc<Reader>,
+    pub catalogue: Arc<Catalogue>,
+    /// Woken after each accepted order so a worker picks it up at once.
+    pub wake: Arc<Notify>,
+    pub config: ApiConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The longest a request may take before it is answered with an error.
+    pub request_timeout: Duration,
+    /// How long `add` waits for TikTok before accepting the order with the start count to be
+    /// read by the worker.
+    pub add_read_budget: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            request_timeout: Duration::from_secs(30),
+            add_read_budget: Duration::from_secs(5),
+            max_body_bytes: 2 << 20,
+        }
+    }
+}
+
+/// The panel endpoint at every path clients use, never redirecting.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v2", any(panel))
+        .route("/api/v2/", any(panel))
+        .route("/api", any(panel))
+        .route("/api/", any(panel))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Every way a call can fail, each with its answer.
+#[derive(Debug)]
+pub enum ApiError {
+    /// An API-level refusal: HTTP 200 with the text clients expect.
+    Panel(String),
+    /// A transport fault: a 4xx with a JSON error.
+    Transport(StatusCode, &'static str),
+    /// Something on our side failed; the cause is logged, not shown.
+    Unavailable(String),
+}
+
+impl ApiError {
+    fn panel(text: &str) -> ApiError {
+        ApiError::Panel(text.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Panel(text) => json_response(StatusCode::OK, &json!({ "error": text })),
+            ApiError::Transport(status, text) => json_response(status, &json!({ "error": text })),
+            ApiError::Unavailable(cause) => {
+                error!(error = %cause, "request failed on the server side");
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({ "error": "Service temporarily unavailable, please retry" }),
+                )
+            }
+        }
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    ApiError::Transport(StatusCode::NOT_FOUND, "Not found").into_response()
+}
+
+async fn panel(State(state): State<ApiState>, request: Request) -> Response {
+    let timeout = state.config.request_timeout;
+    match tokio::time::timeout(timeout, answer(&state, request)).await {
+        Ok(Ok(body)) => json_response(StatusCode::OK, &body),
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => {
+            warn!("request timed out");
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({ "error": "Request timed out, please retry" }),
+            )
+        }
+    }
+}
+
+async fn answer(state: &ApiState, request: Request) -> Result<Value, ApiError> {
+    if request.method() != Method::GET && request.method() != Method::POST {
+        return Err(ApiError::Transport(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Use GET or POST",
+        ));
+    }
+    let params = Params::from_request(request, state.config.max_body_bytes).await?;
+
+    let key = authenticate(state.store.as_ref(), params.get("key")).await?;
+    match params.get("action").unwrap_or_default() {
+        "services" => Ok(services(&state.catalogue)),
+        "balance" => Ok(balance(&key)),
+        "add" => add(state, &key, &params).await,
+        "status" => status(state.store.as_ref(), &key, &params).await,
+        _ => Err(ApiError::panel(texts::INCORRECT_REQUEST)),
+    }
+}
+
+/// The hash an API key is stored under. Keys are long random strings, so one round of SHA-256
+/// is enough to keep them out of the database in clear.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+async fn authenticate(store: &dyn Store, key: Option<&str>) -> Result<KeyRecord, ApiError> {
+    let key = key.map(str::trim).unwrap_or_default();
+    if key.is_empty() || key.len() > 256 {
+        return Err(ApiError::panel(texts::INVALID_KEY));
+    }
+    let hash = hash_key(key);
+    match store.find_key(&hash).await? {
+        Some(record) if bool::from(record.key_hash.as_bytes().ct_eq(hash.as_bytes())) => Ok(record),
+        _ => Err(ApiError::panel(texts::INVALID_KEY)),
+    }
+}
+
+fn services(catalogue: &Catalogue) -> Value {
+    let list: Vec<Value> = catalogue
+        .iter()
+        .map(|s| {
+            json!({
+                "service": s.id,
+                "name": s.name,
+                "type": "Default",
+                "category": s.category,
+                "rate": price_text(s.rate),
+                "min": s.min.to_string(),
+                "max": s.max.to_string(),
+                "refill": false,
+                "cancel": false,
+                "dripfeed": false,
+            })
+        })
+        .collect();
+    Value::Array(list)
+}
+
+/// A rate as panels show it: at least two decimals (`"0.90"`), more only when they matter.
+fn price_text(rate: rust_decimal::Decimal) -> String {
+    let mut rate = rate.normalize();
+    if rate.scale() < 2 {
+        rate.rescale(2);
+    }
+    rate.to_string()
+}
+
+fn balance(key: &KeyRecord) -> Value {
+    json!({ "balance": key.balance.to_string(), "currency": "USD" })
+}
+
+/// A quantity as clients send it: digits, perhaps signed, perhaps too large for any service.
+enum QuantityInput {
+    Value(u64),
+    BelowZero,
+    TooLarge,
+}
+
+fn parse_quantity(raw: &str) -> Option<QuantityInput> {
+    let raw = raw.trim();
+    let (negative, digits) = match raw.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, raw.strip_prefix('+').unwrap_or(raw)),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if negative {
+        let is_zero = digits.bytes().all(|b| b == b'0');
+        return Some(if is_zero {
+            QuantityInput::Value(0)
+        } else {
+            QuantityInput::BelowZero
+        });
+    }
+    Some(match digits.parse::<u64>() {
+        Ok(v) => QuantityInput::Value(v),
+        Err(_) => QuantityInput::TooLarge,
+    })
+}
+
+async fn add(state: &ApiState, key: &KeyRecord, params: &Params) -> Result<Value, ApiError> {
+    let (Some(service), Some(link), Some(quantity)) = (
+        params.get_nonempty("service"),
+        params.get_nonempty("link"),
+        params.get_nonempty("quantity"),
+    ) else {
+        return Err(ApiError::panel(texts::INCORRECT_REQUEST));
+    };
+    let wants_dripfeed = params
+        .get_nonempty("runs")
+        .is_some_and(|runs| runs.trim() != "0" && runs.trim() != "1");
+    if wants_dripfeed {
+        return Err(ApiError::panel(texts::DRIPFEED_UNAVAILABLE));
+    }
+
+    let service = service
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .and_then(|id| state.catalogue.get(id))
+        .ok_or_else(|| ApiError::panel(texts::INCORRECT_SERVICE))?;
+
+    let quantity = match parse_quantity(quantity) {
+        None => return Err(ApiError::panel(texts::INCORRECT_REQUEST)),
+        Some(QuantityInput::BelowZero) => 0,
+        Some(QuantityInput::TooLarge) => u64::MAX,
+        Some(QuantityInput::Value(v)) => v,
+    };
+    if quantity < service.min {
+        return Err(ApiError::Panel(format!(
+            "Quantity less than minimal {}",
+            service.min
+        )));
+    }
+    if quantity > service.max {
+        return Err(ApiError::Panel(format!(
+            "Quantity more than maximum {}",
+            service.max
+        )));
+    }
+    let charge = Money::charge_for(service.rate, quantity)
+        .ok_or_else(|| ApiError::Panel(format!("Quantity more than maximum {}", service.max)))?;
+    if key.balance < charge {
+        return Err(ApiError::panel(texts::NOT_ENOUGH_FUNDS));
+    }
+
+    let video = video_of(state, link).await?;
+    if state.store.has_open_order(video).await? {
+        return Err(ApiError::panel(texts::ACTIVE_ORDER));
+    }
+
+    // A page TikTok will not show right now does not lose the order: it is accepted and the
+    // worker reads the start count before anything is placed.
+    let budget = state.config.add_read_budget;
+    let start_count = match tokio::time::timeout(budget, state.reader.read(video)).await {
+        Ok(Reading::Count(count)) => Some(count),
+        Ok(Reading::Private) => return Err(ApiError::panel(texts::VIDEO_PRIVATE)),
+        Ok(Reading::Region) => return Err(ApiError::panel(texts::VIDEO_REGION)),
+        Ok(Reading::Gone) => return Err(ApiError::panel(texts::VIDEO_NOT_FOUND)),
+        Ok(Reading::Blocked(why) | Reading::Unavailable(why)) => {
+            warn!(video.id = %video, cause = %why, "start count deferred to the worker");
+            None
+        }
+        Err(_) => {
+            warn!(video.id = %video, "start count deferred to the worker: TikTok was slow");
+            None
+        }
+    };
+
+    let order = NewOrder {
+        key_id: key.id,
+        service_id: service.id,
+        video_id: video,
+        link: link::canonical_url(video),
+        quantity,
+        charge,
+        start_count,
+    };
+    match state.store.insert_order(&order).await? {
+        Ok(id) => {
+            state.wake.notify_one();
+            tracing::info!(order.id = id, video.id = %video, to = "Pending", "order accepted");
+            Ok(json!({ "order": id.to_string() }))
+        }
+        Err(AddRefusal::NotEnoughFunds) => Err(ApiError::panel(texts::NOT_ENOUGH_FUNDS)),
+        Err(AddRefusal::ActiveOrder) => Err(ApiError::panel(texts::ACTIVE_ORDER)),
+    }
+}
+
+/// The video a pasted link names, following a short link's redirect when needed.
+async fn video_of(state: &ApiState, raw: &str) -> Result<VideoId, ApiError> {
+    match link::parse_link(raw) {
+        Ok(Link::Video(id)) => Ok(id),
+        Ok(Link::Short(short)) => match state.reader.resolve(&short).await {
+            Resolved::Video(id) => Ok(id),
+            Resolved::Gone => Err(ApiError::panel(texts::VIDEO_NOT_FOUND)),
+            Resolved::NotAVideo => Err(ApiError::panel(texts::INCORRECT_LINK)),
+            Resolved::Failed(reading) => {
+                warn!(reading = ?reading, "short link not resolved");
+                Err(ApiError::panel(texts::SHORT_LINK_UNRESOLVED))
+            }
+        },
+        Err(_) => Err(ApiError::panel(texts::INCORRECT_LINK)),
+    }
+}
+
+fn parse_order_id(raw: &str) -> Option<i64> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw.len() > 19 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse::<i64>().ok().filter(|id| *id > 0)
+}
+
+fn status_of(order: &OrderRecord) -> Value {
+    let charge = order
+        .charge
+        .checked_sub(order.refund)
+        .unwrap_or(Money::ZERO);
+    json!({
+        "charge": charge.to_string(),
+        "start_count": order.start_count.unwrap_or(0).to_string(),
+        "status": order.status.as_str(),
+        "remains": order.remains.to_string(),
+        "currency": "USD",
+    })
+}
+
+async fn status(store: &dyn Store, key: &KeyRecord, params: &Params) -> Result<Value, ApiError> {
+    if let Some(list) = params.get("orders") {
+        return multi_status(store, key, list).await;
+    }
+    let Some(raw) = params.get_nonempty("order") else {
+        return Err(ApiError::panel(texts::INCORRECT_REQUEST));
+    };
+    let id = parse_order_id(raw).ok_or_else(|| ApiError::panel(texts::INCORRECT_ORDER))?;
+    match store.order(key.id, id).await? {
+        Some(order) => Ok(status_of(&order)),
+        None => Err(ApiError::panel(texts::INCORRECT_ORDER)),
+    }
+}
+
+async fn multi_status(store: &dyn Store, key: &KeyRecord, list: &str) -> Result<Value, ApiError> {
+    let written: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if written.is_empty() {
+        return Err(ApiError::panel(texts::INCORRECT_REQUEST));
+    }
+    if written.len() > MAX_STATUS_IDS {
+        return Err(ApiError::panel(texts::TOO_MANY_IDS));
+    }
+
+    let ids: Vec<i64> = written.iter().filter_map(|w| parse_order_id(w)).collect();
+    let found = store.orders(key.id, &ids).await?;
+    let by_id: std::collections::HashMap<i64, &OrderRecord> =
+        found.iter().map(|o| (o.id, o)).collect();
+
+    let mut answer = Map::new();
+    for w in written {
+        let entry = match parse_order_id(w).and_then(|id| by_id.get(&id)) {
+            Some(order) => status_of(order),
+            None => json!({ "error": texts::INCORRECT_ORDER }),
+        };
+        answer.insert(w.to_string(), entry);
+    }
+    Ok(Value::Object(answer))
+}

@@ -1,0 +1,103 @@
+//! Wiring: builds the store, the TikTok reader, the provider, the API and the worker from
+//! settings, so the binary and the tests assemble playpanel the same way.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use url::Url;
+
+use crate::api::{self, ApiConfig, ApiState};
+use crate::delivery::{Provider, UpstreamPanel};
+use crate::domain::Catalogue;
+use crate::store::{self, Store};
+use crate::tiktok::{Reader, ReaderConfig};
+use crate::worker::{Worker, WorkerConfig};
+
+/// Everything needed to assemble playpanel.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: String,
+    pub catalogue: Catalogue,
+    pub upstream_url: String,
+    pub upstream_key: String,
+    pub reader: ReaderConfig,
+    pub worker: WorkerConfig,
+    pub api: ApiConfig,
+}
+
+impl Settings {
+    /// Settings that point TikTok and the upstream panel at a sandbox, with timings short
+    /// enough that an order finishes within seconds.
+    pub fn for_sandbox(database: &str, sandbox: &Url) -> Settings {
+        let base = sandbox.as_str().trim_end_matches('/');
+        Settings {
+            database: database.to_string(),
+            catalogue: Catalogue::sandbox_default(),
+            upstream_url: format!("{base}/api/v2"),
+            upstream_key: "sandbox".to_string(),
+            reader: ReaderConfig {
+                sandbox: Some(sandbox.clone()),
+                rate_per_second: 1000,
+                ..ReaderConfig::default()
+            },
+            worker: WorkerConfig {
+                idle_poll: std::time::Duration::from_millis(500),
+                progress_interval: std::time::Duration::from_secs(1),
+                verify_grace: std::time::Duration::from_secs(3),
+                watch_window: std::time::Duration::from_secs(60),
+                retry_base: std::time::Duration::from_secs(1),
+                retry_max: std::time::Duration::from_secs(30),
+                ..WorkerConfig::default()
+            },
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+/// An assembled playpanel: the API's state and a worker over the same store.
+pub struct Playpanel {
+    pub store: Arc<dyn Store>,
+    pub reader: Arc<Reader>,
+    pub worker: Worker,
+    api: ApiState,
+}
+
+impl Playpanel {
+    pub async fn new(settings: Settings) -> anyhow::Result<Playpanel> {
+        let store = store::open(&settings.database).await?;
+        let reader = Arc::new(Reader::new(settings.reader.clone())?);
+        let provider: Arc<dyn Provider> = Arc::new(UpstreamPanel::new(
+            &settings.upstream_url,
+            &settings.upstream_key,
+            settings.reader.timeout,
+        )?);
+        let catalogue = Arc::new(settings.catalogue);
+        let wake = Arc::new(Notify::new());
+        let worker = Worker::new(
+            store.clone(),
+            reader.clone(),
+            provider,
+            catalogue.clone(),
+            settings.worker,
+            wake.clone(),
+        );
+        let api = ApiState {
+            store: store.clone(),
+            reader: reader.clone(),
+            catalogue,
+            wake,
+            config: settings.api,
+        };
+        Ok(Playpanel {
+            store,
+            reader,
+            worker,
+            api,
+        })
+    }
+
+    /// The panel API's routes.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.api.clone())
+    }
+}

@@ -1,0 +1,135 @@
+//! An upstream panel as provider: the same panel API playpanel serves, spoken as a client.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::{Placement, Progress, Provider, ProviderState};
+
+/// A client of another panel's API.
+pub struct UpstreamPanel {
+    http: reqwest::Client,
+    url: String,
+    key: String,
+}
+
+/// Refusals that say "not now" rather than "never".
+const BUSY_ANSWERS: [&str; 2] = ["active order", "not enough funds"];
+
+impl UpstreamPanel {
+    pub fn new(url: &str, key: &str, timeout: Duration) -> anyhow::Result<UpstreamPanel> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5).min(timeout))
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(UpstreamPanel {
+            http,
+            url: url.to_string(),
+            key: key.to_string(),
+        })
+    }
+
+    async fn call(&self, fields: &[(&str, &str)]) -> Result<Value, CallError> {
+        let mut form = vec![("key", self.key.as_str())];
+        form.extend_from_slice(fields);
+        let response = self
+            .http
+            .post(&self.url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    CallError::NotSent(format!("could not connect to the provider: {e}"))
+                } else {
+                    CallError::NoAnswer(format!("no answer from the provider: {e}"))
+                }
+            })?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| CallError::NoAnswer(format!("provider answer cut off: {e}")))?;
+        serde_json::from_slice(&body)
+            .map_err(|_| CallError::NoAnswer(format!("provider answered {status} with no JSON")))
+    }
+}
+
+enum CallError {
+    NotSent(String),
+    NoAnswer(String),
+}
+
+/// Panels send numbers as strings or as numbers; both are read.
+fn text_of(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn error_of(value: &Value) -> Option<String> {
+    value
+        .get("error")
+        .map(|e| text_of(e).unwrap_or_else(|| e.to_string()))
+}
+
+#[async_trait]
+impl Provider for UpstreamPanel {
+    async fn place(&self, service: u64, link: &str, quantity: u64) -> Placement {
+        let service = service.to_string();
+        let quantity = quantity.to_string();
+        let fields = [
+            ("action", "add"),
+            ("service", service.as_str()),
+            ("link", link),
+            ("quantity", quantity.as_str()),
+        ];
+        let answer = match self.call(&fields).await {
+            Ok(answer) => answer,
+            Err(CallError::NotSent(why)) => return Placement::NotSent(why),
+            Err(CallError::NoAnswer(why)) => return Placement::Unknown(why),
+        };
+        if let Some(error) = error_of(&answer) {
+            let lower = error.to_ascii_lowercase();
+            if BUSY_ANSWERS.iter().any(|busy| lower.contains(busy)) {
+                return Placement::Busy(error);
+            }
+            return Placement::Refused(error);
+        }
+        match answer.get("order").and_then(text_of) {
+            Some(id) if !id.is_empty() => Placement::Placed(id),
+            // An answer without an id may still have created an order upstream.
+            _ => Placement::Unknown(format!("provider answer without an order id: {answer}")),
+        }
+    }
+
+    async fn progress(&self, provider_order: &str) -> Result<Progress, String> {
+        let answer = self
+            .call(&[("action", "status"), ("order", provider_order)])
+            .await
+            .map_err(|e| match e {
+                CallError::NotSent(why) | CallError::NoAnswer(why) => why,
+            })?;
+        if let Some(error) = error_of(&answer) {
+            return Err(format!("provider status error: {error}"));
+        }
+        let status = answer.get("status").and_then(text_of).unwrap_or_default();
+        let state = match status.to_ascii_lowercase().as_str() {
+            "pending" => ProviderState::Pending,
+            "in progress" | "processing" | "inprogress" => ProviderState::InProgress,
+            "completed" | "partial" => ProviderState::Done,
+            "canceled" | "cancelled" | "refunded" => ProviderState::Canceled,
+            _ => return Err(format!("provider status {status:?} not understood")),
+        };
+        let remains = answer
+            .get("remains")
+            .and_then(text_of)
+            .and_then(|r| r.parse::<i64>().ok())
+            .map(|r| r.max(0) as u64);
+        Ok(Progress { state, remains })
+    }
+}

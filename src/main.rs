@@ -1,0 +1,350 @@
+//! The `playpanel` command: serve the panel API, run workers, run the sandbox, manage keys.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use url::Url;
+
+use playpanel::app::{Playpanel, Settings};
+use playpanel::domain::{Catalogue, Money};
+use playpanel::sandbox::{Sandbox, SandboxConfig};
+use playpanel::store;
+
+#[derive(Parser)]
+#[command(
+    name = "playpanel",
+    version,
+    about = "Panel-API orders for TikTok views, verified by play count"
+)]
+struct Cli {
+    /// Log format on standard error.
+    #[arg(
+        long,
+        global = true,
+        env = "PLAYPANEL_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the panel API (and run a worker unless --no-worker).
+    Serve(ServeArgs),
+    /// Run a worker without the API.
+    Worker(RunArgs),
+    /// Serve the local stand-in for TikTok and an upstream panel.
+    Sandbox(SandboxArgs),
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Bring the database schema up to date and exit.
+    Migrate {
+        #[arg(
+            long,
+            env = "PLAYPANEL_DATABASE",
+            default_value = "sqlite://playpanel.db"
+        )]
+        database: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key with an opening balance; the key is printed alone on the last line.
+    Create {
+        #[arg(
+            long,
+            env = "PLAYPANEL_DATABASE",
+            default_value = "sqlite://playpanel.db"
+        )]
+        database: String,
+        /// Opening balance, e.g. 100 or 12.50.
+        #[arg(long, default_value = "0")]
+        balance: String,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to serve the panel API on.
+    #[arg(long, env = "PLAYPANEL_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Serve the API only; orders are worked on by `playpanel worker` processes.
+    #[arg(long, env = "PLAYPANEL_NO_WORKER")]
+    no_worker: bool,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Database URL: sqlite://PATH (created if missing).
+    #[arg(
+        long,
+        env = "PLAYPANEL_DATABASE",
+        default_value = "sqlite://playpanel.db"
+    )]
+    database: String,
+    /// Run a sandbox in this process and use it for TikTok and the upstream panel.
+    #[arg(long, env = "PLAYPANEL_SANDBOX", conflicts_with = "sandbox_url")]
+    sandbox: bool,
+    /// Use a sandbox started separately (`playpanel sandbox`) at this URL.
+    #[arg(long, env = "PLAYPANEL_SANDBOX_URL")]
+    sandbox_url: Option<Url>,
+    /// The upstream panel's API URL (not needed with a sandbox).
+    #[arg(long, env = "PLAYPANEL_UPSTREAM_URL")]
+    upstream_url: Option<String>,
+    /// The API key at the upstream panel.
+    #[arg(long, env = "PLAYPANEL_UPSTREAM_KEY", hide_env_values = true)]
+    upstream_key: Option<String>,
+    /// Service catalogue (TOML); the built-in one has services 1 and 2.
+    #[arg(long, env = "PLAYPANEL_CATALOGUE")]
+    catalogue: Option<PathBuf>,
+    /// TikTok page requests per second, across all videos.
+    #[arg(long, env = "PLAYPANEL_TIKTOK_RATE")]
+    tiktok_rate: Option<u32>,
+    /// User-Agent sent with TikTok page requests.
+    #[arg(long, env = "PLAYPANEL_USER_AGENT")]
+    user_agent: Option<String>,
+    /// Seconds over which a short delivery is re-checked before it is judged Partial.
+    #[arg(long, env = "PLAYPANEL_VERIFY_GRACE")]
+    verify_grace: Option<f64>,
+    /// Play-count checks within the grace period.
+    #[arg(long, env = "PLAYPANEL_VERIFY_CHECKS")]
+    verify_checks: Option<u32>,
+    /// Seconds between questions to the provider about an order's progress.
+    #[arg(long, env = "PLAYPANEL_PROGRESS_INTERVAL")]
+    progress_interval: Option<f64>,
+    /// Seconds an order whose placement is in doubt is judged by its play count alone.
+    #[arg(long, env = "PLAYPANEL_WATCH_WINDOW")]
+    watch_window: Option<f64>,
+    /// Seconds a worker's claim on an order lasts.
+    #[arg(long, env = "PLAYPANEL_LEASE")]
+    lease: Option<f64>,
+}
+
+#[derive(Args)]
+struct SandboxArgs {
+    #[arg(
+        long,
+        env = "PLAYPANEL_SANDBOX_LISTEN",
+        default_value = "127.0.0.1:8090"
+    )]
+    listen: SocketAddr,
+    /// Views the sandbox's upstream delivers per second per order (0: at once).
+    #[arg(long, env = "PLAYPANEL_SANDBOX_SPEED", default_value_t = 500)]
+    views_per_second: u64,
+}
+
+fn seconds(value: Option<f64>, default: Duration) -> anyhow::Result<Duration> {
+    match value {
+        None => Ok(default),
+        Some(s) => Duration::try_from_secs_f64(s).with_context(|| format!("bad duration {s}")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let cancel = CancellationToken::new();
+    tokio::spawn(stop_on_signal(cancel.clone()));
+
+    match cli.command {
+        Command::Serve(args) => serve(args, cancel).await,
+        Command::Worker(args) => {
+            let (playpanel, _sandbox) = assemble(&args, &cancel).await?;
+            playpanel.worker.run(cancel).await;
+            Ok(())
+        }
+        Command::Sandbox(args) => {
+            let listener = TcpListener::bind(args.listen).await?;
+            println!("sandbox listening on http://{}", listener.local_addr()?);
+            let config = SandboxConfig {
+                views_per_second: args.views_per_second,
+            };
+            Sandbox::new(config).serve(listener, cancel).await?;
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Create { database, balance },
+        } => {
+            let balance = Money::from_str(&balance).map_err(anyhow::Error::msg)?;
+            if balance.is_negative() {
+                bail!("the balance cannot be negative");
+            }
+            let store = store::open(&database).await?;
+            let key = playpanel::keys::create(store.as_ref(), balance).await?;
+            println!("created an API key with balance {balance} USD:");
+            println!("{key}");
+            Ok(())
+        }
+        Command::Migrate { database } => {
+            store::open(&database).await?;
+            println!("database is up to date");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(args: ServeArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+    let (playpanel, sandbox) = assemble(&args.run, &cancel).await?;
+
+    if sandbox.is_some() && playpanel.store.key_count().await? == 0 {
+        let key =
+            playpanel::keys::create(playpanel.store.as_ref(), Money::from_units(100 * 100_000))
+                .await?;
+        println!("demo API key (balance 100.00000 USD): {key}");
+    }
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!(
+        "playpanel listening on http://{}/api/v2",
+        listener.local_addr()?
+    );
+
+    let worker =
+        (!args.no_worker).then(|| tokio::spawn(playpanel.worker.clone().run(cancel.clone())));
+    let stop = cancel.clone();
+    axum::serve(listener, playpanel.router())
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await?;
+
+    if let Some(worker) = worker {
+        // The worker finishes the step it is in; past the deadline the leases simply expire and
+        // another worker takes the orders over.
+        if tokio::time::timeout(Duration::from_secs(30), worker)
+            .await
+            .is_err()
+        {
+            warn!("worker did not stop within 30 s; its leases will expire");
+        }
+    }
+    Ok(())
+}
+
+/// Builds playpanel from the command line, starting an in-process sandbox if asked.
+async fn assemble(
+    args: &RunArgs,
+    cancel: &CancellationToken,
+) -> anyhow::Result<(Playpanel, Option<Url>)> {
+    let sandbox = if args.sandbox {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = Url::parse(&format!("http://{}/", listener.local_addr()?))?;
+        tokio::spawn(Sandbox::new(SandboxConfig::default()).serve(listener, cancel.clone()));
+        println!("sandbox (TikTok pages and upstream panel) at {url}");
+        Some(url)
+    } else {
+        args.sandbox_url.clone()
+    };
+
+    let mut settings = match &sandbox {
+        Some(url) => Settings::for_sandbox(&args.database, url),
+        None => {
+            let (Some(upstream_url), Some(upstream_key)) = (&args.upstream_url, &args.upstream_key)
+            else {
+                bail!(
+                    "set --upstream-url and --upstream-key (or run with --sandbox to try \
+                     playpanel without a provider)"
+                );
+            };
+            let mut settings =
+                Settings::for_sandbox(&args.database, &Url::parse("http://unused/")?);
+            settings.upstream_url = upstream_url.clone();
+            settings.upstream_key = upstream_key.clone();
+            settings.reader = Default::default();
+            settings.worker = Default::default();
+            settings
+        }
+    };
+    if sandbox.is_none() && args.catalogue.is_none() {
+        warn!("no --catalogue given: selling the built-in services 1 and 2");
+    }
+    if let Some(path) = &args.catalogue {
+        settings.catalogue = Catalogue::from_toml_file(path).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(rate) = args.tiktok_rate {
+        settings.reader.rate_per_second = rate;
+    }
+    if let Some(agent) = &args.user_agent {
+        settings.reader.user_agent = agent.clone();
+    }
+    let w = &mut settings.worker;
+    w.verify_grace = seconds(args.verify_grace, w.verify_grace)?;
+    w.verify_checks = args.verify_checks.unwrap_or(w.verify_checks);
+    w.progress_interval = seconds(args.progress_interval, w.progress_interval)?;
+    w.watch_window = seconds(args.watch_window, w.watch_window)?;
+    w.lease = seconds(args.lease, w.lease)?;
+    let outside_calls = settings.reader.timeout * 3;
+    if settings.worker.lease < outside_calls {
+        warn!(
+            lease_s = settings.worker.lease.as_secs_f64(),
+            "the lease is shorter than one step's outside calls may take; another worker may \
+             take an order over while it is still being worked on"
+        );
+    }
+
+    let playpanel = Playpanel::new(settings).await?;
+    info!(database = %args.database, "playpanel ready");
+    Ok((playpanel, sandbox))
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn stop_on_signal(cancel: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    cancel.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    info!("stopping: no new claims, finishing the steps in flight");
+    cancel.cancel();
+}

@@ -1,0 +1,149 @@
+//! Storage of keys, balances and orders behind one trait, with one implementation per backend.
+
+mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::{Money, OrderStatus, Phase};
+use crate::tiktok::link::VideoId;
+
+pub use sqlite::SqliteStore;
+
+/// Failures of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is not valid: {0}")]
+    Corrupt(String),
+    #[error("unsupported database url {0:?}: use sqlite://PATH")]
+    UnsupportedUrl(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// An API key as stored: only its hash is kept.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub id: i64,
+    pub key_hash: String,
+    pub balance: Money,
+}
+
+/// An order to be stored by `add`, already priced and checked.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub key_id: i64,
+    pub service_id: u32,
+    pub video_id: VideoId,
+    pub link: String,
+    pub quantity: u64,
+    pub charge: Money,
+    /// Known when TikTok answered at `add`; otherwise the worker reads it before placing.
+    pub start_count: Option<u64>,
+}
+
+/// Why `add` could not store an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddRefusal {
+    NotEnoughFunds,
+    ActiveOrder,
+}
+
+/// An order row, which is also the worker's job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderRecord {
+    pub id: i64,
+    pub key_id: i64,
+    pub service_id: u32,
+    pub video_id: VideoId,
+    pub link: String,
+    pub quantity: u64,
+    pub charge: Money,
+    pub refund: Money,
+    pub status: OrderStatus,
+    pub phase: Phase,
+    pub start_count: Option<u64>,
+    pub last_count: Option<u64>,
+    pub remains: u64,
+    pub provider_order: Option<String>,
+    /// Failed tries of the current phase, for backoff and the bound on retries.
+    pub attempts: u32,
+    /// Play-count checks made while verifying.
+    pub checks: u32,
+    /// Bumped by every claim; writes are fenced on it together with the lease owner.
+    pub claim: i64,
+    pub lease_owner: Option<String>,
+    pub deadline_at: Option<i64>,
+    pub last_error: Option<String>,
+    /// The database's clock when this row was read, in milliseconds.
+    pub db_now: i64,
+}
+
+/// How a worker's write leaves an order.
+#[derive(Debug, Clone, Copy)]
+pub struct Next {
+    /// When to run the next step, from the database's clock.
+    pub after: Duration,
+    /// Keep the lease (a step that continues right away) or release it.
+    pub keep_lease: bool,
+    /// Set the order's deadline this far from now.
+    pub deadline_in: Option<Duration>,
+    /// Money to give back to the key in the same transaction.
+    pub refund: Money,
+}
+
+impl Next {
+    pub fn after(after: Duration) -> Next {
+        Next {
+            after,
+            keep_lease: false,
+            deadline_in: None,
+            refund: Money::ZERO,
+        }
+    }
+}
+
+/// Everything playpanel keeps. Implementations make each method one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a key's hash with an opening balance and returns its id.
+    async fn create_key(&self, key_hash: &str, balance: Money) -> Result<i64>;
+
+    async fn key_count(&self) -> Result<i64>;
+
+    /// The key with this hash, if it exists and is not revoked.
+    async fn find_key(&self, key_hash: &str) -> Result<Option<KeyRecord>>;
+
+    async fn has_open_order(&self, video: VideoId) -> Result<bool>;
+
+    /// Debits the charge and stores the order, or neither.
+    async fn insert_order(&self, order: &NewOrder) -> Result<std::result::Result<i64, AddRefusal>>;
+
+    /// One order of one key.
+    async fn order(&self, key_id: i64, id: i64) -> Result<Option<OrderRecord>>;
+
+    /// The orders among `ids` that belong to the key, in one query.
+    async fn orders(&self, key_id: i64, ids: &[i64]) -> Result<Vec<OrderRecord>>;
+
+    /// Leases up to `limit` due orders to `owner` for `lease`, in one statement.
+    async fn claim(&self, owner: &str, limit: u32, lease: Duration) -> Result<Vec<OrderRecord>>;
+
+    /// Writes the worker's changes to a claimed order, fenced on its claim and owner, with the
+    /// refund (if any) in the same transaction. Returns false, writing nothing, when the lease
+    /// was lost or the order has already ended.
+    async fn save(&self, order: &OrderRecord, next: Next) -> Result<bool>;
+}
+
+/// Opens the store a database URL names and brings its schema up to date.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}

@@ -1,0 +1,354 @@
+//! The embedded default: one SQLite file in WAL mode.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
+use sqlx::{Row, SqlitePool};
+
+use super::{AddRefusal, KeyRecord, NewOrder, Next, OrderRecord, Result, Store, StoreError};
+use crate::domain::{Money, Phase};
+use crate::tiktok::link::VideoId;
+
+/// The database's clock in milliseconds; every time written or compared comes from it.
+/// (Macros rather than constants, so statements are assembled with `concat!` at compile time.)
+macro_rules! now {
+    () => {
+        "CAST(unixepoch('subsec') * 1000 AS INTEGER)"
+    };
+}
+
+macro_rules! order_columns {
+    () => {
+        "id, key_id, service_id, video_id, link, quantity, charge, refund, status, phase, \
+         start_count, last_count, remains, provider_order, attempts, checks, claim, lease_owner, \
+         deadline_at, last_error"
+    };
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Orders and keys in one SQLite database.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at a `sqlite://PATH` URL and migrates it.
+    pub async fn open(url: &str) -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// A write transaction that takes the write lock at once, so it waits on `busy_timeout`
+    /// instead of failing when it later upgrades from read to write.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn unsigned(row: &SqliteRow, column: &str) -> Result<u64> {
+    let v: i64 = row.try_get(column)?;
+    u64::try_from(v).map_err(|_| corrupt(format!("{column} is negative")))
+}
+
+fn opt_unsigned(row: &SqliteRow, column: &str) -> Result<Option<u64>> {
+    let v: Option<i64> = row.try_get(column)?;
+    v.map(|v| u64::try_from(v).map_err(|_| corrupt(format!("{column} is negative"))))
+        .transpose()
+}
+
+fn order_from_row(row: &SqliteRow) -> Result<OrderRecord> {
+    let video: String = row.try_get("video_id")?;
+    let status: String = row.try_get("status")?;
+    let phase: String = row.try_get("phase")?;
+    let service_id: i64 = row.try_get("service_id")?;
+    let attempts: i64 = row.try_get("attempts")?;
+    let checks: i64 = row.try_get("checks")?;
+    Ok(OrderRecord {
+        id: row.try_get("id")?,
+        key_id: row.try_get("key_id")?,
+        service_id: u32::try_from(service_id).map_err(corrupt)?,
+        video_id: VideoId::from_str(&video).map_err(|_| corrupt("video_id"))?,
+        link: row.try_get("link")?,
+        quantity: unsigned(row, "quantity")?,
+        charge: Money::from_units(row.try_get("charge")?),
+        refund: Money::from_units(row.try_get("refund")?),
+        status: status.parse().map_err(corrupt)?,
+        phase: phase.parse().map_err(corrupt)?,
+        start_count: opt_unsigned(row, "start_count")?,
+        last_count: opt_unsigned(row, "last_count")?,
+        remains: unsigned(row, "remains")?,
+        provider_order: row.try_get("provider_order")?,
+        attempts: u32::try_from(attempts).map_err(corrupt)?,
+        checks: u32::try_from(checks).map_err(corrupt)?,
+        claim: row.try_get("claim")?,
+        lease_owner: row.try_get("lease_owner")?,
+        deadline_at: row.try_get("deadline_at")?,
+        last_error: row.try_get("last_error")?,
+        db_now: row.try_get("db_now")?,
+    })
+}
+
+fn to_i64(v: u64, what: &str) -> Result<i64> {
+    i64::try_from(v).map_err(|_| corrupt(format!("{what} does not fit a database integer")))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_key(&self, key_hash: &str, balance: Money) -> Result<i64> {
+        let sql = concat!(
+            "INSERT INTO api_keys (key_hash, balance, created_at) VALUES (?1, ?2, ",
+            now!(),
+            ") RETURNING id"
+        );
+        let id = sqlx::query_scalar(sql)
+            .bind(key_hash)
+            .bind(balance.units())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
+    async fn key_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn find_key(&self, key_hash: &str) -> Result<Option<KeyRecord>> {
+        let row = sqlx::query(
+            "SELECT id, key_hash, balance FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(KeyRecord {
+                id: row.try_get("id")?,
+                key_hash: row.try_get("key_hash")?,
+                balance: Money::from_units(row.try_get("balance")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn has_open_order(&self, video: VideoId) -> Result<bool> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM orders WHERE video_id = ?1 AND phase <> 'done'")
+                .bind(video.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    async fn insert_order(&self, order: &NewOrder) -> Result<std::result::Result<i64, AddRefusal>> {
+        let mut tx = self.write_tx().await?;
+
+        let debited = sqlx::query(
+            "UPDATE api_keys SET balance = balance - ?1 WHERE id = ?2 AND balance >= ?1",
+        )
+        .bind(order.charge.units())
+        .bind(order.key_id)
+        .execute(&mut *tx)
+        .await?;
+        if debited.rows_affected() != 1 {
+            return Ok(Err(AddRefusal::NotEnoughFunds));
+        }
+
+        let phase = if order.start_count.is_some() {
+            Phase::Place
+        } else {
+            Phase::Start
+        };
+        let sql = concat!(
+            "INSERT INTO orders (key_id, service_id, video_id, link, quantity, charge, status, \
+             phase, start_count, remains, next_run_at, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'Pending', ?7, ?8, ?5, ",
+            now!(),
+            ", ",
+            now!(),
+            ", ",
+            now!(),
+            ") RETURNING id"
+        );
+        let inserted = sqlx::query_scalar(sql)
+            .bind(order.key_id)
+            .bind(i64::from(order.service_id))
+            .bind(order.video_id.to_string())
+            .bind(&order.link)
+            .bind(to_i64(order.quantity, "quantity")?)
+            .bind(order.charge.units())
+            .bind(phase.as_str())
+            .bind(
+                order
+                    .start_count
+                    .map(|c| to_i64(c, "start_count"))
+                    .transpose()?,
+            )
+            .fetch_one(&mut *tx)
+            .await;
+        let id: i64 = match inserted {
+            Ok(id) => id,
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Ok(Err(AddRefusal::ActiveOrder));
+            }
+            Err(e) => return Err(e.into()),
+        };
+
+        tx.commit().await?;
+        Ok(Ok(id))
+    }
+
+    async fn order(&self, key_id: i64, id: i64) -> Result<Option<OrderRecord>> {
+        let sql = concat!(
+            "SELECT ",
+            order_columns!(),
+            ", ",
+            now!(),
+            " AS db_now FROM orders WHERE id = ?1 AND key_id = ?2"
+        );
+        let row = sqlx::query(sql)
+            .bind(id)
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(order_from_row).transpose()
+    }
+
+    async fn orders(&self, key_id: i64, ids: &[i64]) -> Result<Vec<OrderRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The ids travel as one JSON array so the statement stays the same for any count.
+        let list = serde_json::to_string(ids).map_err(corrupt)?;
+        let sql = concat!(
+            "SELECT ",
+            order_columns!(),
+            ", ",
+            now!(),
+            " AS db_now FROM orders \
+             WHERE key_id = ?1 AND id IN (SELECT value FROM json_each(?2))"
+        );
+        let rows = sqlx::query(sql)
+            .bind(key_id)
+            .bind(list)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(order_from_row).collect()
+    }
+
+    async fn claim(&self, owner: &str, limit: u32, lease: Duration) -> Result<Vec<OrderRecord>> {
+        let sql = concat!(
+            "UPDATE orders SET lease_owner = ?1, lease_until = ",
+            now!(),
+            " + ?2, \
+             claim = claim + 1 \
+             WHERE id IN (SELECT id FROM orders WHERE phase <> 'done' AND next_run_at <= ",
+            now!(),
+            " AND (lease_until IS NULL OR lease_until <= ",
+            now!(),
+            ") \
+             ORDER BY next_run_at LIMIT ?3) \
+             RETURNING ",
+            order_columns!(),
+            ", ",
+            now!(),
+            " AS db_now"
+        );
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query(sql)
+            .bind(owner)
+            .bind(millis(lease))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rows.iter().map(order_from_row).collect()
+    }
+
+    async fn save(&self, order: &OrderRecord, next: Next) -> Result<bool> {
+        // The lease columns are set to themselves (kept) or cleared (released) by ?16.
+        let sql = concat!(
+            "UPDATE orders SET status = ?1, phase = ?2, start_count = ?3, last_count = ?4, \
+             remains = ?5, provider_order = ?6, attempts = ?7, checks = ?8, last_error = ?9, \
+             refund = refund + ?10, next_run_at = ",
+            now!(),
+            " + ?11, \
+             deadline_at = CASE WHEN ?12 IS NULL THEN deadline_at ELSE ",
+            now!(),
+            " + ?12 END, \
+             lease_owner = CASE WHEN ?16 THEN lease_owner ELSE NULL END, \
+             lease_until = CASE WHEN ?16 THEN lease_until ELSE NULL END, \
+             updated_at = ",
+            now!(),
+            " \
+             WHERE id = ?13 AND claim = ?14 AND lease_owner = ?15 AND phase <> 'done'"
+        );
+        let mut tx = self.write_tx().await?;
+        let updated = sqlx::query(sql)
+            .bind(order.status.as_str())
+            .bind(order.phase.as_str())
+            .bind(
+                order
+                    .start_count
+                    .map(|c| to_i64(c, "start_count"))
+                    .transpose()?,
+            )
+            .bind(
+                order
+                    .last_count
+                    .map(|c| to_i64(c, "last_count"))
+                    .transpose()?,
+            )
+            .bind(to_i64(order.remains, "remains")?)
+            .bind(&order.provider_order)
+            .bind(i64::from(order.attempts))
+            .bind(i64::from(order.checks))
+            .bind(&order.last_error)
+            .bind(next.refund.units())
+            .bind(millis(next.after))
+            .bind(next.deadline_in.map(millis))
+            .bind(order.id)
+            .bind(order.claim)
+            .bind(&order.lease_owner)
+            .bind(next.keep_lease)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() != 1 {
+            return Ok(false);
+        }
+
+        if next.refund != Money::ZERO {
+            sqlx::query("UPDATE api_keys SET balance = balance + ?1 WHERE id = ?2")
+                .bind(next.refund.units())
+                .bind(order.key_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+
+        tx.commit().await?;
+        Ok(true)
+    }
+}

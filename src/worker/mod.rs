@@ -1,0 +1,518 @@
+//! The worker: claims due orders and moves each one step along its way, from capturing the
+//! start count to placing it with the provider, following delivery and verifying the result
+//! against the public play count.
+//!
+//! The order row is the job. A claim leases it to one worker; every write is fenced on that
+//! lease, so a worker that lost its lease writes nothing. Each step is short and leaves the row
+//! saying what comes next, which is what lets another process pick up after a crash.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::delivery::{Placement, Provider, ProviderState};
+use crate::domain::{Catalogue, Money, OrderStatus, Phase, Verdict, verdict};
+use crate::store::{Next, OrderRecord, Store};
+use crate::tiktok::{Reader, Reading};
+
+/// Timings and bounds of the worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Orders claimed per step; they are worked on concurrently.
+    pub batch: u32,
+    /// How long a claim holds an order; must outlast one step's outside calls.
+    pub lease: Duration,
+    /// The safety-net poll when nothing wakes the worker.
+    pub idle_poll: Duration,
+    /// How often to ask the provider about an order it is delivering.
+    pub progress_interval: Duration,
+    /// Play-count checks after the provider says done, before an order is judged short.
+    pub verify_checks: u32,
+    /// The time those checks are spread over (TikTok's counter lags behind delivery).
+    pub verify_grace: Duration,
+    /// How long the play count is watched when a placement's outcome is unknown.
+    pub watch_window: Duration,
+    /// First and longest wait between failed tries.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Failed tries of one phase before the order is ended with what is known.
+    pub max_attempts: u32,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            batch: 32,
+            lease: Duration::from_secs(120),
+            idle_poll: Duration::from_secs(2),
+            progress_interval: Duration::from_secs(30),
+            verify_checks: 3,
+            verify_grace: Duration::from_secs(15 * 60),
+            watch_window: Duration::from_secs(24 * 3600),
+            retry_base: Duration::from_secs(10),
+            retry_max: Duration::from_secs(15 * 60),
+            max_attempts: 12,
+        }
+    }
+}
+
+/// Moves orders along. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Worker {
+    store: Arc<dyn Store>,
+    reader: Arc<Reader>,
+    provider: Arc<dyn Provider>,
+    catalogue: Arc<Catalogue>,
+    config: Arc<WorkerConfig>,
+    owner: Arc<str>,
+    wake: Arc<Notify>,
+}
+
+impl Worker {
+    pub fn new(
+        store: Arc<dyn Store>,
+        reader: Arc<Reader>,
+        provider: Arc<dyn Provider>,
+        catalogue: Arc<Catalogue>,
+        config: WorkerConfig,
+        wake: Arc<Notify>,
+    ) -> Worker {
+        let mut tag = [0u8; 4];
+        let _ = getrandom::fill(&mut tag);
+        let owner = format!("{}-{}", std::process::id(), hex::encode(tag));
+        Worker {
+            store,
+            reader,
+            provider,
+            catalogue,
+            config: Arc::new(config),
+            owner: owner.into(),
+            wake,
+        }
+    }
+
+    /// Runs steps until cancelled: right away while there is work, otherwise when woken by a
+    /// new order or after the idle poll. A step in flight is finished before returning.
+    pub async fn run(self, cancel: CancellationToken) {
+        info!(worker = %self.owner, "worker started");
+        let mut failures = 0u32;
+        while !cancel.is_cancelled() {
+            let pause = match self.step().await {
+                Ok(0) => self.config.idle_poll,
+                Ok(_) => {
+                    failures = 0;
+                    continue;
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    warn!(error = %e, "worker step failed; the database may be unreachable");
+                    backoff(&self.config, failures)
+                }
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = cancel.cancelled() => {}
+            }
+        }
+        info!(worker = %self.owner, "worker stopped");
+    }
+
+    /// Claims the due orders (up to the batch size) and advances each by one step. Returns how
+    /// many were claimed. Tests call this directly instead of waiting for the loop.
+    pub async fn step(&self) -> crate::store::Result<usize> {
+        let claimed = self
+            .store
+            .claim(&self.owner, self.config.batch, self.config.lease)
+            .await?;
+        let count = claimed.len();
+        let mut tasks = JoinSet::new();
+        for order in claimed {
+            let worker = self.clone();
+            tasks.spawn(async move { worker.advance(order).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "could not save an order's step"),
+                Err(e) => warn!(error = %e, "an order's step stopped unexpectedly"),
+            }
+        }
+        Ok(count)
+    }
+
+    /// Steps until no order is due: for tests and demos that want every order moved as far
+    /// as it can go now.
+    pub async fn run_until_idle(&self, max_steps: usize) -> crate::store::Result<usize> {
+        let mut total = 0;
+        for _ in 0..max_steps {
+            let n = self.step().await?;
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        Ok(total)
+    }
+
+    async fn advance(&self, order: OrderRecord) -> crate::store::Result<()> {
+        match order.phase {
+            Phase::Start => self.capture_start(order).await,
+            Phase::Place => self.place(order).await,
+            Phase::Placing => self.placement_in_doubt(order).await,
+            Phase::Deliver => self.follow_delivery(order).await,
+            Phase::Verify => self.verify(order).await,
+            Phase::Watch => self.watch(order).await,
+            Phase::Done => Ok(()),
+        }
+    }
+
+    /// Reads the play count the delivery will be measured from.
+    async fn capture_start(&self, mut order: OrderRecord) -> crate::store::Result<()> {
+        match self.reader.read(order.video_id).await {
+            Reading::Count(count) => {
+                order.start_count = Some(count);
+                order.attempts = 0;
+                self.move_to(order, Phase::Place, Duration::ZERO, "start count read")
+                    .await
+            }
+            Reading::Private => self.cancel(order, "the video is private").await,
+            Reading::Region => self.cancel(order, "the video is not available here").await,
+            Reading::Gone => self.cancel(order, "the video does not exist").await,
+            Reading::Blocked(why) | Reading::Unavailable(why) => {
+                if order.attempts + 1 >= self.config.max_attempts {
+                    let why = format!("the start count could not be read: {why}");
+                    return self.cancel(order, &why).await;
+                }
+                self.retry(order, format!("play count not readable: {why}"))
+                    .await
+            }
+        }
+    }
+
+    /// Hands the order to the provider, recording first that a call is about to go out.
+    async fn place(&self, mut order: OrderRecord) -> crate::store::Result<()> {
+        let Some(service) = self.catalogue.get(order.service_id) else {
+            return self.cancel(order, "the service is no longer offered").await;
+        };
+        let upstream_service = service.upstream_service;
+
+        let from = order.status;
+        // From here until the answer is saved, a crash leaves the order in `Placing`, which a
+        // later claim treats as "maybe placed" and never places again.
+        order.phase = Phase::Placing;
+        order.status = Phase::Placing.open_status();
+        let held = Next {
+            keep_lease: true,
+            ..Next::after(Duration::ZERO)
+        };
+        if !self.store.save(&order, held).await? {
+            return Ok(());
+        }
+
+        match self
+            .provider
+            .place(upstream_service, &order.link, order.quantity)
+            .await
+        {
+            Placement::Placed(id) => {
+                info!(order.id = order.id, video.id = %order.video_id, from = %from,
+                    to = %OrderStatus::InProgress, provider.order = %id,
+                    "order placed with the provider");
+                order.provider_order = Some(id);
+                order.attempts = 0;
+                order.last_error = None;
+                let after = self.config.progress_interval;
+                self.move_to(order, Phase::Deliver, after, "placed with the provider")
+                    .await
+            }
+            Placement::Refused(why) => {
+                self.cancel(order, &format!("the provider refused the order: {why}"))
+                    .await
+            }
+            Placement::Busy(why) | Placement::NotSent(why) => {
+                order.phase = Phase::Place;
+                if order.attempts + 1 >= self.config.max_attempts {
+                    return self
+                        .cancel(order, &format!("the provider kept failing: {why}"))
+                        .await;
+                }
+                self.retry(order, why).await
+            }
+            Placement::Unknown(why) => self.start_watch(order, why).await,
+        }
+    }
+
+    /// An order found in `Placing`: an earlier worker sent the placement and died (or lost its
+    /// lease) before saving the answer.
+    async fn placement_in_doubt(&self, order: OrderRecord) -> crate::store::Result<()> {
+        self.start_watch(
+            order,
+            "the placement's outcome was not recorded (worker stopped mid-call)".to_string(),
+        )
+        .await
+    }
+
+    async fn start_watch(&self, mut order: OrderRecord, why: String) -> crate::store::Result<()> {
+        warn!(order.id = order.id, video.id = %order.video_id, cause = %why,
+            "placement outcome unknown; judging delivery by the play count alone");
+        order.phase = Phase::Watch;
+        order.status = OrderStatus::InProgress;
+        order.last_error = Some(why);
+        order.attempts = 0;
+        let next = Next {
+            deadline_in: Some(self.config.watch_window),
+            ..Next::after(self.config.progress_interval)
+        };
+        self.store.save(&order, next).await.map(drop)
+    }
+
+    /// Asks the provider how far it has come.
+    async fn follow_delivery(&self, mut order: OrderRecord) -> crate::store::Result<()> {
+        let Some(provider_order) = order.provider_order.clone() else {
+            return self
+                .start_watch(order, "no provider order id was recorded".into())
+                .await;
+        };
+        let progress = match self.provider.progress(&provider_order).await {
+            Ok(progress) => progress,
+            Err(why) => {
+                if order.attempts + 1 >= self.config.max_attempts {
+                    return self.start_watch(order, why).await;
+                }
+                return self.retry(order, why).await;
+            }
+        };
+
+        order.attempts = 0;
+        if let Some(remains) = progress.remains {
+            order.remains = remains.min(order.quantity);
+        }
+        match progress.state {
+            ProviderState::Pending | ProviderState::InProgress => {
+                let next = Next::after(self.config.progress_interval);
+                self.store.save(&order, next).await.map(drop)
+            }
+            ProviderState::Done | ProviderState::Canceled => {
+                order.checks = 0;
+                let cause = if progress.state == ProviderState::Done {
+                    "the provider reports the order done"
+                } else {
+                    "the provider canceled the order"
+                };
+                self.move_to(order, Phase::Verify, Duration::ZERO, cause)
+                    .await
+            }
+        }
+    }
+
+    /// Reads the play count after delivery: `Completed` only if it reached the target, after
+    /// a few re-checks spread over the grace period; otherwise short, with a refund.
+    async fn verify(&self, mut order: OrderRecord) -> crate::store::Result<()> {
+        let Some(start) = order.start_count else {
+            return self.cancel(order, "no start count was recorded").await;
+        };
+        match self.reader.read_fresh(order.video_id).await {
+            Reading::Count(count) => {
+                order.last_count = Some(count);
+                order.attempts = 0;
+                match verdict(start, order.quantity, count) {
+                    Verdict::Delivered => self.complete(order).await,
+                    Verdict::Short { remains } => {
+                        order.checks += 1;
+                        order.remains = remains;
+                        if order.checks >= self.config.verify_checks.max(1) {
+                            return self.end_short(order, remains).await;
+                        }
+                        let wait = self.config.verify_grace / self.config.verify_checks.max(1);
+                        self.store.save(&order, Next::after(wait)).await.map(drop)
+                    }
+                }
+            }
+            other => self.unreadable_while_verifying(order, other).await,
+        }
+    }
+
+    /// Judges an order whose placement is in doubt by the play count alone.
+    async fn watch(&self, mut order: OrderRecord) -> crate::store::Result<()> {
+        let Some(start) = order.start_count else {
+            return self.cancel(order, "no start count was recorded").await;
+        };
+        let past_deadline = order.deadline_at.is_none_or(|d| order.db_now >= d);
+        match self.reader.read_fresh(order.video_id).await {
+            Reading::Count(count) => {
+                order.last_count = Some(count);
+                order.attempts = 0;
+                match verdict(start, order.quantity, count) {
+                    Verdict::Delivered => self.complete(order).await,
+                    Verdict::Short { remains } if past_deadline => {
+                        self.end_short(order, remains).await
+                    }
+                    Verdict::Short { remains } => {
+                        order.remains = remains;
+                        let next = Next::after(self.config.progress_interval);
+                        self.store.save(&order, next).await.map(drop)
+                    }
+                }
+            }
+            other => self.unreadable_while_verifying(order, other).await,
+        }
+    }
+
+    /// A play count that cannot be read never decides an order; it is tried again with
+    /// backoff, and only after the bound on tries is the order ended with the last count read.
+    async fn unreadable_while_verifying(
+        &self,
+        order: OrderRecord,
+        reading: Reading,
+    ) -> crate::store::Result<()> {
+        let why = match reading {
+            Reading::Blocked(why) | Reading::Unavailable(why) => why,
+            Reading::Private => "the video became private".into(),
+            Reading::Region => "the video is not available here".into(),
+            Reading::Gone => "the video no longer exists".into(),
+            Reading::Count(_) => "unexpected count".into(),
+        };
+        if order.attempts + 1 < self.config.max_attempts {
+            return self
+                .retry(order, format!("play count not readable: {why}"))
+                .await;
+        }
+        let remains = match (order.start_count, order.last_count) {
+            (Some(start), Some(last)) => match verdict(start, order.quantity, last) {
+                Verdict::Delivered => 0,
+                Verdict::Short { remains } => remains,
+            },
+            _ => order.quantity,
+        };
+        let mut order = order;
+        order.last_error = Some(format!("verification gave up: {why}"));
+        if remains == 0 {
+            self.complete(order).await
+        } else {
+            self.end_short(order, remains).await
+        }
+    }
+
+    async fn complete(&self, mut order: OrderRecord) -> crate::store::Result<()> {
+        order.remains = 0;
+        self.finish(
+            order,
+            OrderStatus::Completed,
+            Money::ZERO,
+            "play count reached the target",
+        )
+        .await
+    }
+
+    /// Ends an order that is `remains` views short: `Partial` with a proportional refund, or
+    /// `Canceled` with a full one when nothing was delivered.
+    async fn end_short(&self, mut order: OrderRecord, remains: u64) -> crate::store::Result<()> {
+        let remains = remains.min(order.quantity);
+        if remains >= order.quantity {
+            return self.cancel(order, "no delivered views were seen").await;
+        }
+        order.remains = remains;
+        let refund = order.charge.refund_share(remains, order.quantity);
+        self.finish(
+            order,
+            OrderStatus::Partial,
+            refund,
+            "play count fell short of the target",
+        )
+        .await
+    }
+
+    async fn cancel(&self, mut order: OrderRecord, why: &str) -> crate::store::Result<()> {
+        order.remains = order.quantity;
+        order.last_error = Some(why.to_string());
+        let refund = order
+            .charge
+            .checked_sub(order.refund)
+            .unwrap_or(Money::ZERO);
+        self.finish(order, OrderStatus::Canceled, refund, why).await
+    }
+
+    async fn finish(
+        &self,
+        mut order: OrderRecord,
+        status: OrderStatus,
+        refund: Money,
+        cause: &str,
+    ) -> crate::store::Result<()> {
+        let from = order.status;
+        order.status = status;
+        order.phase = Phase::Done;
+        let next = Next {
+            refund,
+            ..Next::after(Duration::ZERO)
+        };
+        if self.store.save(&order, next).await? {
+            info!(order.id = order.id, video.id = %order.video_id, from = %from, to = %status,
+                refund = %refund, cause, "order ended");
+        }
+        Ok(())
+    }
+
+    async fn move_to(
+        &self,
+        mut order: OrderRecord,
+        phase: Phase,
+        after: Duration,
+        cause: &str,
+    ) -> crate::store::Result<()> {
+        let from = order.status;
+        order.phase = phase;
+        order.status = phase.open_status();
+        if self.store.save(&order, Next::after(after)).await? && from != order.status {
+            info!(order.id = order.id, video.id = %order.video_id, from = %from,
+                to = %order.status, cause, "order status changed");
+        }
+        Ok(())
+    }
+
+    async fn retry(&self, mut order: OrderRecord, why: String) -> crate::store::Result<()> {
+        order.attempts += 1;
+        let wait = backoff(&self.config, order.attempts);
+        warn!(order.id = order.id, video.id = %order.video_id, attempt = order.attempts,
+            wait_ms = wait.as_millis() as u64, cause = %why, "order step will be retried");
+        order.last_error = Some(why);
+        self.store.save(&order, Next::after(wait)).await.map(drop)
+    }
+}
+
+/// Exponential backoff with jitter: between half and all of `base * 2^(attempt-1)`, capped.
+fn backoff(config: &WorkerConfig, attempt: u32) -> Duration {
+    let exp = config
+        .retry_base
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let full = exp.min(config.retry_max);
+    let jitter = getrandom::u32().unwrap_or(u32::MAX / 2) as f64 / u32::MAX as f64;
+    full.mul_f64(0.5 + jitter / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let config = WorkerConfig {
+            retry_base: Duration::from_secs(10),
+            retry_max: Duration::from_secs(60),
+            ..WorkerConfig::default()
+        };
+        for _ in 0..50 {
+            let first = backoff(&config, 1);
+            assert!(first >= Duration::from_secs(5) && first <= Duration::from_secs(10));
+            let third = backoff(&config, 3);
+            assert!(third >= Duration::from_secs(20) && third <= Duration::from_secs(40));
+            let late = backoff(&config, 40);
+            assert!(late >= Duration::from_secs(30) && late <= Duration::from_secs(60));
+        }
+    }
+}
