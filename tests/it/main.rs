@@ -1,0 +1,10 @@
+//! Integration tests: the real server on port 0, a real SQLite file, the sandbox for TikTok and
+//! the upstream panel, and the worker driven one step at a time.
+
+mod support;
+
+mod api_errors;
+mod clients;
+mod encodings;
+mod links;
+mod orders;

@@ -1,0 +1,349 @@
+//! Orders from `add` to a verified end, through the sandbox's provider and pages.
+
+use playpanel::sandbox::initial_plays;
+use playpanel::store::Next;
+use serde_json::json;
+
+use crate::support::TestEnv;
+
+const VIDEO: u64 = 7571863205253778710;
+
+#[tokio::test]
+async fn an_order_moves_from_pending_to_completed() {
+    let env = TestEnv::start().await;
+    let start = initial_plays(VIDEO);
+
+    let id = env.add_ok("1", VIDEO, "1000").await;
+    let status = env.status(&id).await;
+    assert_eq!(
+        status,
+        json!({"charge": "0.90000", "start_count": start.to_string(), "status": "Pending",
+               "remains": "1000", "currency": "USD"})
+    );
+    assert_eq!(env.balance().await, "99.10000");
+
+    env.app.worker.step().await.unwrap();
+    let status = env.status(&id).await;
+    assert_eq!(status["status"], "In progress");
+    assert_eq!(env.sandbox.upstream_orders_for(VIDEO), 1);
+
+    env.drive().await;
+    let status = env.status(&id).await;
+    assert_eq!(
+        status,
+        json!({"charge": "0.90000", "start_count": start.to_string(), "status": "Completed",
+               "remains": "0", "currency": "USD"})
+    );
+    assert_eq!(env.video(VIDEO).await.plays, start + 1000);
+    assert_eq!(env.balance().await, "99.10000");
+    assert_eq!(env.sandbox.upstream_orders_for(VIDEO), 1);
+}
+
+#[tokio::test]
+async fn multi_status_answers_each_id_as_written() {
+    let env = TestEnv::start().await;
+    let a = env.add_ok("1", 111, "100").await;
+    let b = env.add_ok("2", 222, "200").await;
+    let other = env.new_key("10").await;
+    let foreign = env
+        .call_as(
+            &other,
+            &[
+                ("action", "add"),
+                ("service", "1"),
+                ("link", "https://www.tiktok.com/@x/video/333"),
+                ("quantity", "100"),
+            ],
+        )
+        .await["order"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let list = format!("{a}, {b},999999,abc,{foreign}");
+    let answer = env.call(&[("action", "status"), ("orders", &list)]).await;
+    let object = answer.as_object().unwrap();
+    let keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [a.as_str(), b.as_str(), "999999", "abc", foreign.as_str()]
+    );
+    assert_eq!(answer[&a]["status"], "Pending");
+    assert_eq!(answer[&b]["charge"], "0.10000");
+    for missing in ["999999", "abc", foreign.as_str()] {
+        assert_eq!(answer[missing], json!({"error": "Incorrect order ID"}));
+    }
+}
+
+#[tokio::test]
+async fn an_under_delivered_order_ends_partial_with_a_refund() {
+    let env = TestEnv::start().await;
+    let start = initial_plays(VIDEO);
+
+    // Service 2's provider delivers 80% and still reports the order completed.
+    let id = env.add_ok("2", VIDEO, "1000").await;
+    assert_eq!(env.balance().await, "99.50000");
+    env.drive().await;
+
+    let status = env.status(&id).await;
+    assert_eq!(
+        status,
+        json!({"charge": "0.40000", "start_count": start.to_string(), "status": "Partial",
+               "remains": "200", "currency": "USD"})
+    );
+    assert_eq!(env.balance().await, "99.60000");
+
+    // Stepping again changes nothing: the refund happened once.
+    env.drive().await;
+    assert_eq!(env.balance().await, "99.60000");
+}
+
+#[tokio::test]
+async fn a_lagging_count_is_rechecked_before_partial() {
+    let env = TestEnv::start().await;
+    let id = env.add_ok("1", VIDEO, "1000").await;
+
+    // Placed and reported done, but the count has not caught up at the first check.
+    env.app.worker.step().await.unwrap(); // place
+    env.app.worker.step().await.unwrap(); // provider reports done
+    let delivered = env.video(VIDEO).await.plays;
+    env.set_video(VIDEO, json!({"plays": delivered - 600}))
+        .await;
+    env.app.worker.step().await.unwrap(); // first check: short
+    assert_eq!(env.status(&id).await["status"], "In progress");
+    assert_eq!(env.status(&id).await["remains"], "600");
+
+    // The counter catches up before the grace checks run out.
+    env.set_video(VIDEO, json!({"plays": delivered})).await;
+    env.drive().await;
+    assert_eq!(env.status(&id).await["status"], "Completed");
+    assert_eq!(env.balance().await, "99.10000");
+}
+
+#[tokio::test]
+async fn an_order_the_provider_refuses_is_canceled_with_a_full_refund() {
+    let env = TestEnv::start().await;
+    let id = env.add_ok("3", VIDEO, "500").await;
+    assert_eq!(env.balance().await, "99.00000");
+
+    env.drive().await;
+    let status = env.status(&id).await;
+    assert_eq!(status["status"], "Canceled");
+    assert_eq!(status["charge"], "0.00000");
+    assert_eq!(status["remains"], "500");
+    assert_eq!(env.balance().await, "100.00000");
+    assert_eq!(env.sandbox.upstream_orders_for(VIDEO), 0);
+}
+
+#[tokio::test]
+async fn nothing_delivered_ends_canceled() {
+    let env = TestEnv::start().await;
+    let id = env.add_ok("1", VIDEO, "1000").await;
+    env.app.worker.step().await.unwrap(); // place
+    env.app.worker.step().await.unwrap(); // provider reports done
+    // The views never show: the count is back where it started.
+    env.set_video(VIDEO, json!({"plays": initial_plays(VIDEO)}))
+        .await;
+    env.drive().await;
+    let status = env.status(&id).await;
+    assert_eq!(status["status"], "Canceled");
+    assert_eq!(env.balance().await, "100.00000");
+}
+
+#[tokio::test]
+async fn videos_that_cannot_be_ordered_are_refused_at_add() {
+    let env = TestEnv::start().await;
+    for (video, state, text) in [
+        (11u64, "private", "Video is private"),
+        (12, "gone", "Video not found"),
+        (13, "region", "Video is not available in the panel's region"),
+    ] {
+        env.set_video(video, json!({"state": state})).await;
+        let link = format!("https://www.tiktok.com/@a/video/{video}");
+        assert_eq!(
+            env.add("1", &link, "100").await,
+            json!({"error": text}),
+            "{state}"
+        );
+    }
+    assert_eq!(env.balance().await, "100.00000");
+}
+
+#[tokio::test]
+async fn a_blocked_page_defers_the_start_count_without_losing_the_order() {
+    let env = TestEnv::start().await;
+    env.set_video(VIDEO, json!({"state": "blocked", "plays": 5000}))
+        .await;
+
+    let id = env.add_ok("1", VIDEO, "100").await;
+    let status = env.status(&id).await;
+    assert_eq!(status["status"], "Pending");
+    assert_eq!(status["start_count"], "0");
+
+    // While TikTok stays blocked the worker retries and never places the order.
+    env.app.worker.step().await.unwrap();
+    env.app.worker.step().await.unwrap();
+    assert_eq!(env.status(&id).await["status"], "Pending");
+    assert_eq!(env.sandbox.upstream_orders_for(VIDEO), 0);
+
+    env.set_video(VIDEO, json!({"state": "ok"})).await;
+    env.drive().await;
+    let status = env.status(&id).await;
+    assert_eq!(status["status"], "Completed");
+    assert_eq!(status["start_count"], "5000");
+}
+
+#[tokio::test]
+async fn a_second_order_for_an_active_video_is_refused_until_the_first_ends() {
+    let env = TestEnv::start().await;
+    let active = json!({"error":
+        "You have active order with this link. Please wait until order being completed."});
+    env.add_ok("1", VIDEO, "100").await;
+
+    // The same video through another form of link, and from another key.
+    let photo = format!("https://m.tiktok.com/v/{VIDEO}.html");
+    assert_eq!(env.add("1", &photo, "100").await, active);
+    let other = env.new_key("10").await;
+    let link = format!("https://www.tiktok.com/@x/video/{VIDEO}");
+    let answer = env
+        .call_as(
+            &other,
+            &[
+                ("action", "add"),
+                ("service", "1"),
+                ("link", &link),
+                ("quantity", "100"),
+            ],
+        )
+        .await;
+    assert_eq!(answer, active);
+    assert_eq!(env.balance().await, "99.91000");
+
+    env.drive().await;
+    env.add_ok("1", VIDEO, "100").await;
+}
+
+#[tokio::test]
+async fn concurrent_adds_for_one_video_make_one_order() {
+    let env = TestEnv::start().await;
+    let link = format!("https://www.tiktok.com/@x/video/{VIDEO}");
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (http, api, key, link) = (
+            env.http.clone(),
+            env.api.clone(),
+            env.key.clone(),
+            link.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let form = [
+                ("key", key.as_str()),
+                ("action", "add"),
+                ("service", "1"),
+                ("link", link.as_str()),
+                ("quantity", "100"),
+            ];
+            http.post(api)
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }));
+    }
+    let mut accepted = 0;
+    for task in tasks {
+        if task.await.unwrap().get("order").is_some() {
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, 1);
+    assert_eq!(env.balance().await, "99.91000");
+}
+
+#[tokio::test]
+async fn a_placement_whose_answer_was_lost_is_never_placed_again() {
+    let env = TestEnv::start_with(|s| s.worker.watch_window = std::time::Duration::ZERO).await;
+    let id = env.add_ok("1", VIDEO, "1000").await;
+
+    // Play the crash: the upstream order goes out, then the worker dies before saving the
+    // answer, leaving the order in its "placing" phase with a lease that has run out.
+    let claimed = env
+        .app
+        .store
+        .claim("crashed-worker", 10, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let mut order = claimed.into_iter().next().unwrap();
+    order.phase = playpanel::domain::Phase::Placing;
+    let held = Next {
+        keep_lease: true,
+        ..Next::after(std::time::Duration::ZERO)
+    };
+    assert!(env.app.store.save(&order, held).await.unwrap());
+    let upstream = reqwest::Client::new()
+        .post(env.sandbox_url.join("api/v2").unwrap())
+        .form(&[
+            ("key", "sandbox"),
+            ("action", "add"),
+            ("service", "1"),
+            ("link", &format!("https://www.tiktok.com/@/video/{VIDEO}")),
+            ("quantity", "1000"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(upstream.status().is_success());
+
+    env.drive().await;
+    assert_eq!(env.sandbox.upstream_orders_for(VIDEO), 1);
+    let status = env.status(&id).await;
+    assert_eq!(status["status"], "Completed");
+    assert_eq!(env.balance().await, "99.10000");
+}
+
+#[tokio::test]
+async fn a_worker_that_lost_its_lease_writes_nothing() {
+    let env = TestEnv::start().await;
+    let id = env.add_ok("1", VIDEO, "100").await;
+    let lease = std::time::Duration::ZERO;
+
+    let mut stale = env
+        .app
+        .store
+        .claim("slow-worker", 10, lease)
+        .await
+        .unwrap()
+        .remove(0);
+    // Its lease ran out and another worker took the order over.
+    let fresh = env
+        .app
+        .store
+        .claim("other-worker", 10, lease)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(fresh.id, stale.id);
+
+    stale.status = playpanel::domain::OrderStatus::Canceled;
+    stale.phase = playpanel::domain::Phase::Done;
+    let refund = Next {
+        refund: stale.charge,
+        ..Next::after(lease)
+    };
+    assert!(!env.app.store.save(&stale, refund).await.unwrap());
+    assert_eq!(env.status(&id).await["status"], "Pending");
+    assert_eq!(env.balance().await, "99.91000");
+}
+
+#[tokio::test]
+async fn keys_are_stored_hashed() {
+    let env = TestEnv::start().await;
+    let bytes = std::fs::read(&env.db_path).unwrap();
+    let clear = env.key.as_bytes();
+    assert!(!bytes.windows(clear.len()).any(|w| w == clear));
+    let hashed = playpanel::api::hash_key(&env.key);
+    assert!(env.app.store.find_key(&hashed).await.unwrap().is_some());
+}
