@@ -1,1 +1,154 @@
-//! placeholder
+//! The `playpanel` binary as a newcomer runs it, driven by a real panel client library.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `playpanel serve --sandbox` on a free port, with what it printed on start.
+struct Server {
+    child: Child,
+    api: String,
+    key: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("demo.db").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_playpanel"))
+        .args(["serve", "--sandbox", "--listen", "127.0.0.1:0", "--database", &database])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut api, mut key) = (None, None);
+    while api.is_none() {
+        let line = lines.next().expect("server exited before listening").unwrap();
+        if let Some(rest) = line.strip_prefix("demo API key (balance 100.00000 USD): ") {
+            key = Some(rest.trim().to_string());
+        }
+        if let Some(rest) = line.strip_prefix("playpanel listening on ") {
+            api = Some(rest.trim().to_string());
+        }
+    }
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server {
+        child,
+        api: api.unwrap(),
+        key: key.expect("no demo key printed"),
+        _dir: dir,
+    }
+}
+
+/// A virtualenv with `smmpy` from PyPI, made once per machine and reused.
+fn smmpy_python() -> Option<std::path::PathBuf> {
+    let venv = std::env::temp_dir().join("playpanel-smmpy-venv");
+    let python = venv.join("bin/python");
+    let ready = |python: &std::path::Path| {
+        Command::new(python)
+            .args(["-c", "import smmpy"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready(&python) {
+        return Some(python);
+    }
+    let made = Command::new("python3").args(["-m", "venv"]).arg(&venv).status();
+    if !made.is_ok_and(|s| s.success()) {
+        return unavailable("python3 -m venv failed");
+    }
+    let installed = Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "smmpy"])
+        .status();
+    if !installed.is_ok_and(|s| s.success()) || !ready(&python) {
+        return unavailable("pip could not install smmpy");
+    }
+    Some(python)
+}
+
+fn unavailable(why: &str) -> Option<std::path::PathBuf> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{why}");
+    }
+    eprintln!("skipping: {why}");
+    None
+}
+
+const SMMPY_SCRIPT: &str = r#"
+import json, sys, time
+from smmpy import smm
+
+api = smm(sys.argv[1], sys.argv[2])
+out = {"services": api.get_services(), "balance_before": api.get_balance()}
+order = api.add_order(1, "https://vm.tiktok.com/ZMsmmpy1/", 1000)
+out["order"] = order
+deadline = time.time() + 60
+while True:
+    status = api.get_status(order["order"])
+    if status["status"] in ("Completed", "Partial", "Canceled") or time.time() > deadline:
+        break
+    time.sleep(0.2)
+out["status"] = status
+out["multi"] = api.get_multi_status([order["order"], 424242])
+try:
+    api.add_order(1, "https://www.tiktok.com/@someone", 1000)
+except Exception as e:
+    out["bad_link_error"] = str(e)
+out["balance_after"] = api.get_balance()
+print(json.dumps(out))
+"#;
+
+#[test]
+fn the_smmpy_client_places_and_follows_an_order() {
+    let Some(python) = smmpy_python() else { return };
+    let server = start_server();
+
+    let output = Command::new(python)
+        .args(["-c", SMMPY_SCRIPT, &server.api, &server.key])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "smmpy script failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    assert_eq!(out["services"][0]["service"], 1);
+    assert_eq!(out["balance_before"]["balance"], "100.00000");
+    assert!(out["order"]["order"].is_string());
+    assert_eq!(out["status"]["status"], "Completed", "{out}");
+    assert_eq!(out["status"]["remains"], "0");
+    assert_eq!(out["status"]["charge"], "0.90000");
+    let id = out["order"]["order"].as_str().unwrap();
+    assert_eq!(out["multi"][id]["status"], "Completed");
+    assert_eq!(out["multi"]["424242"]["error"], "Incorrect order ID");
+    assert_eq!(out["bad_link_error"], "Incorrect link");
+    assert_eq!(out["balance_after"]["balance"], "99.10000");
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let mut server = start_server();
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "server still running 20 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

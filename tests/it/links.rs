@@ -1,1 +1,106 @@
-//! placeholder
+//! Every row of the shared corpus of pasted links, through the running API.
+
+use playpanel::tiktok::link::{Link, VideoId, parse_link};
+use serde_json::json;
+
+use crate::support::{TestEnv, shared_fixture};
+
+const ACTIVE: &str =
+    "You have active order with this link. Please wait until order being completed.";
+
+struct Row {
+    input: String,
+    expect: String,
+    why: String,
+}
+
+fn corpus() -> Option<Vec<Row>> {
+    let path = shared_fixture("links.tsv")?;
+    let text = std::fs::read_to_string(path).unwrap();
+    let rows: Vec<Row> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let mut cols = l.split('\t');
+            Row {
+                input: cols.next().unwrap_or_default().to_string(),
+                expect: cols.next().unwrap_or_default().to_string(),
+                why: cols.next().unwrap_or_default().to_string(),
+            }
+        })
+        .collect();
+    assert!(rows.len() >= 50, "the corpus shrank to {} rows", rows.len());
+    Some(rows)
+}
+
+#[tokio::test]
+async fn every_corpus_link_gets_its_expected_answer() {
+    let Some(rows) = corpus() else { return };
+    let env = TestEnv::start().await;
+
+    // Short links whose redirect leads somewhere that is not a post.
+    let targets = [
+        ("2p4ewa7", "https://www.tiktok.com/?_r=1"),
+        ("ZSHK4xTqmk3Jg-MucBP", "https://www.tiktok.com/@someone/live?enter_from_merge=share"),
+        ("ZSt53N8K", "https://www.tiktok.com/@someone?_t=8&_r=1"),
+    ];
+    for (code, target) in targets {
+        let url = env.sandbox_url.join(&format!("sandbox/shorts/{code}")).unwrap();
+        let response = env.http.put(url).json(&json!({"target": target})).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    let mut checked = 0;
+    for row in &rows {
+        let answer = env.add("1", &row.input, "100").await;
+        let context = format!("{} ({}): {answer}", row.input, row.why);
+        match row.expect.as_str() {
+            expect if expect.starts_with("video:") => {
+                let id: VideoId = expect["video:".len()..].parse().unwrap();
+                assert_eq!(parse_link(&row.input), Ok(Link::Video(id)), "{context}");
+                // The first link to a video is accepted; every other form of the same video
+                // meets the open order, which proves it named the same video.
+                assert!(
+                    answer.get("order").is_some() || answer["error"] == ACTIVE,
+                    "{context}"
+                );
+            }
+            "reject" => assert_eq!(answer, json!({"error": "Incorrect link"}), "{context}"),
+            "short" if row.why.contains("gone") => {
+                assert_eq!(answer, json!({"error": "Video not found"}), "{context}");
+            }
+            "short" if row.why.contains("reject") => {
+                assert_eq!(answer, json!({"error": "Incorrect link"}), "{context}");
+            }
+            "short" => {
+                assert!(matches!(parse_link(&row.input), Ok(Link::Short(_))), "{context}");
+                // The sandbox sends one code to one video, and the corpus repeats a code.
+                assert!(
+                    answer.get("order").is_some() || answer["error"] == ACTIVE,
+                    "{context}"
+                );
+            }
+            other => panic!("unknown expectation {other:?} in the corpus"),
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, rows.len());
+}
+
+#[tokio::test]
+async fn a_short_link_redirecting_off_tiktok_is_refused() {
+    let env = TestEnv::start().await;
+    for target in [
+        "http://127.0.0.1:1/@x/video/123",
+        "https://tiktok.com.example.org/@x/video/123",
+        "https://evil.example/redirect?to=https://www.tiktok.com/@x/video/123",
+        "javascript:alert(1)",
+    ] {
+        // Resolutions are cached, so each target gets a code of its own.
+        let code = format!("ZM{}", target.len());
+        let url = env.sandbox_url.join(&format!("sandbox/shorts/{code}")).unwrap();
+        env.http.put(url).json(&json!({"target": target})).send().await.unwrap();
+        let answer = env.add("1", &format!("https://vm.tiktok.com/{code}/"), "100").await;
+        assert_eq!(answer, json!({"error": "Incorrect link"}), "{target}");
+    }
+}
