@@ -13,6 +13,9 @@ use crate::store::{self, Store};
 use crate::tiktok::{Reader, ReaderConfig};
 use crate::worker::{Worker, WorkerConfig};
 
+/// The sandbox post used to confirm "does not exist" answers.
+pub const SANDBOX_CANARY: u64 = 1_000_000_007;
+
 /// Everything needed to assemble playpanel.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -38,6 +41,8 @@ impl Settings {
             reader: ReaderConfig {
                 sandbox: Some(sandbox.clone()),
                 rate_per_second: 1000,
+                breaker_base: std::time::Duration::from_secs(1),
+                canary: crate::tiktok::link::VideoId::new(SANDBOX_CANARY),
                 ..ReaderConfig::default()
             },
             worker: WorkerConfig {

@@ -6,6 +6,7 @@
 //! is followed only when it names a TikTok host. Pages are fetched at a limited rate; nothing
 //! here signs requests, solves challenges or hides where requests come from.
 
+pub mod guard;
 pub mod link;
 pub mod page;
 
@@ -13,12 +14,13 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use moka::future::Cache;
 use reqwest::StatusCode;
 use reqwest::header::{LOCATION, USER_AGENT};
 use url::Url;
 
+use guard::{Breaker, PublicOnly, SystemResolver};
 use link::{ShortLink, ShortTarget, VideoId};
 use page::PageReading;
 
@@ -68,8 +70,16 @@ pub struct ReaderConfig {
     /// Send every request to this base URL instead of TikTok's hosts (the sandbox).
     pub sandbox: Option<Url>,
     pub user_agent: String,
-    /// Page and redirect requests per second, across all videos.
+    /// Page and redirect requests per second to each host, across all videos.
     pub rate_per_second: u32,
+    /// The first pause of all reads after TikTok refuses one (doubling while refusals go on,
+    /// up to `breaker_max`); zero turns the breaker off.
+    pub breaker_base: Duration,
+    pub breaker_max: Duration,
+    /// A post known to exist. TikTok answers "does not exist" (10204) both for removed posts
+    /// and to networks it distrusts; the answer is believed only while this post reads fine.
+    /// `None` believes every such answer.
+    pub canary: Option<VideoId>,
     /// How long a play count read for one `add` may be reused by the next.
     pub count_ttl: Duration,
     pub timeout: Duration,
@@ -82,6 +92,10 @@ impl Default for ReaderConfig {
             sandbox: None,
             user_agent: format!("playpanel/{} (play-count check)", env!("CARGO_PKG_VERSION")),
             rate_per_second: 5,
+            breaker_base: Duration::from_secs(30),
+            breaker_max: Duration::from_secs(15 * 60),
+            // The post of the saved real page in the test fixtures.
+            canary: VideoId::new(7_571_863_205_253_778_710),
             count_ttl: Duration::from_secs(10),
             timeout: Duration::from_secs(15),
             max_page_bytes: 4 << 20,
@@ -94,22 +108,33 @@ impl Default for ReaderConfig {
 pub struct Reader {
     http: reqwest::Client,
     config: ReaderConfig,
-    limiter: DefaultDirectRateLimiter,
+    limiter: DefaultKeyedRateLimiter<String>,
+    breaker: Breaker,
     counts: Cache<VideoId, Reading>,
     shorts: Cache<ShortLink, Resolved>,
+    /// Whether the canary read fine lately; only `true` is kept.
+    canary_ok: Cache<(), bool>,
 }
 
 impl Reader {
     pub fn new(config: ReaderConfig) -> anyhow::Result<Reader> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5).min(config.timeout))
             .timeout(config.timeout)
-            .build()?;
+            .no_proxy();
+        if config.sandbox.is_none() {
+            // In production only public addresses of TikTok's hosts are ever connected to.
+            http = http.dns_resolver(Arc::new(PublicOnly::new(Arc::new(SystemResolver))));
+        }
         let rate = NonZeroU32::new(config.rate_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
         Ok(Reader {
-            http,
-            limiter: RateLimiter::direct(Quota::per_second(rate)),
+            http: http.build()?,
+            limiter: RateLimiter::keyed(Quota::per_second(rate)),
+            breaker: Breaker::new(config.breaker_base, config.breaker_max),
+            canary_ok: Cache::builder()
+                .time_to_live(Duration::from_secs(300))
+                .build(),
             counts: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(config.count_ttl)
@@ -188,6 +213,37 @@ impl Reader {
     }
 
     async fn fetch_count(&self, video: VideoId) -> Reading {
+        let reading = self.fetch_page(video).await;
+        match &reading {
+            Reading::Blocked(_) => self.breaker.trip(),
+            Reading::Unavailable(_) => {}
+            _ => self.breaker.reset(),
+        }
+        reading
+    }
+
+    /// "Does not exist" is believed only while a post known to exist still reads fine.
+    async fn confirm_gone(&self, video: VideoId) -> Reading {
+        let Some(canary) = self.config.canary.filter(|c| *c != video) else {
+            return Reading::Gone;
+        };
+        if self.canary_ok.get(&()).await.is_some() {
+            return Reading::Gone;
+        }
+        match Box::pin(self.fetch_page(canary)).await {
+            Reading::Count(_) => {
+                self.canary_ok.insert((), true).await;
+                Reading::Gone
+            }
+            _ => Reading::Blocked(
+                "TikTok says no post exists, and the canary post is not \
+                 readable either"
+                    .into(),
+            ),
+        }
+    }
+
+    async fn fetch_page(&self, video: VideoId) -> Reading {
         let mut host = WEB_HOST.to_string();
         let mut path = format!("/@/video/{video}");
 
@@ -220,7 +276,7 @@ impl Reader {
                 PageReading::Count(count) => Reading::Count(count),
                 PageReading::Private => Reading::Private,
                 PageReading::Region => Reading::Region,
-                PageReading::NotFound => Reading::Gone,
+                PageReading::NotFound => self.confirm_gone(video).await,
                 PageReading::Blocked(why) => Reading::Blocked(why.to_string()),
                 PageReading::NoCount => Reading::Blocked("page data has no play count".into()),
                 PageReading::OtherStatus(code) => {
@@ -265,9 +321,16 @@ impl Reader {
         Ok((host, path))
     }
 
-    /// One rate-limited GET to a TikTok host (or the sandbox standing in for it).
+    /// One rate-limited GET to a TikTok host (or the sandbox standing in for it), unless the
+    /// breaker has paused reads.
     async fn get(&self, host: &str, path: &str) -> Result<reqwest::Response, Reading> {
-        self.limiter.until_ready().await;
+        if let Some(pause) = self.breaker.paused_for() {
+            return Err(Reading::Blocked(format!(
+                "reads paused for {} s after TikTok refused them",
+                pause.as_secs()
+            )));
+        }
+        self.limiter.until_key_ready(&host.to_string()).await;
         let url = match &self.config.sandbox {
             Some(base) => format!("{}{}", base.as_str().trim_end_matches('/'), path),
             None => format!("https://{host}{path}"),

@@ -14,15 +14,30 @@ async fn keys_are_checked_first() {
     let env = TestEnv::start().await;
     let invalid = error("Invalid API key");
     assert_eq!(env.post_form(&[("action", "balance")]).await, invalid);
-    assert_eq!(env.post_form(&[("key", ""), ("action", "balance")]).await, invalid);
-    assert_eq!(env.post_form(&[("key", "nope"), ("action", "balance")]).await, invalid);
+    assert_eq!(
+        env.post_form(&[("key", ""), ("action", "balance")]).await,
+        invalid
+    );
+    assert_eq!(
+        env.post_form(&[("key", "nope"), ("action", "balance")])
+            .await,
+        invalid
+    );
     let long = "k".repeat(100_000);
-    assert_eq!(env.post_form(&[("key", &long), ("action", "balance")]).await, invalid);
+    assert_eq!(
+        env.post_form(&[("key", &long), ("action", "balance")])
+            .await,
+        invalid
+    );
     // A key that differs from a real one in its last character.
     let mut near = env.key.clone();
     let last = near.pop().unwrap();
     near.push(if last == '0' { '1' } else { '0' });
-    assert_eq!(env.post_form(&[("key", &near), ("action", "balance")]).await, invalid);
+    assert_eq!(
+        env.post_form(&[("key", &near), ("action", "balance")])
+            .await,
+        invalid
+    );
 }
 
 #[tokio::test]
@@ -33,15 +48,30 @@ async fn requests_without_a_known_action_or_fields_are_incorrect() {
     assert_eq!(env.call(&[("action", "")]).await, incorrect);
     assert_eq!(env.call(&[("action", "fly")]).await, incorrect);
     assert_eq!(env.call(&[("action", "add")]).await, incorrect);
-    assert_eq!(env.call(&[("action", "add"), ("service", "1"), ("link", "x")]).await, incorrect);
     assert_eq!(
-        env.call(&[("action", "add"), ("service", ""), ("link", "x"), ("quantity", "100")])
+        env.call(&[("action", "add"), ("service", "1"), ("link", "x")])
             .await,
         incorrect
     );
+    assert_eq!(
+        env.call(&[
+            ("action", "add"),
+            ("service", ""),
+            ("link", "x"),
+            ("quantity", "100")
+        ])
+        .await,
+        incorrect
+    );
     assert_eq!(env.call(&[("action", "status")]).await, incorrect);
-    assert_eq!(env.call(&[("action", "status"), ("orders", "")]).await, incorrect);
-    assert_eq!(env.call(&[("action", "status"), ("orders", " , ,")]).await, incorrect);
+    assert_eq!(
+        env.call(&[("action", "status"), ("orders", "")]).await,
+        incorrect
+    );
+    assert_eq!(
+        env.call(&[("action", "status"), ("orders", " , ,")]).await,
+        incorrect
+    );
 }
 
 #[tokio::test]
@@ -52,20 +82,39 @@ async fn add_refusals_use_the_panel_texts() {
         ("9", link, "100", "Incorrect service ID"),
         ("abc", link, "100", "Incorrect service ID"),
         ("-1", link, "100", "Incorrect service ID"),
-        ("1", "https://www.tiktok.com/@someone", "100", "Incorrect link"),
-        ("1", "https://www.youtube.com/watch?v=x", "100", "Incorrect link"),
+        (
+            "1",
+            "https://www.tiktok.com/@someone",
+            "100",
+            "Incorrect link",
+        ),
+        (
+            "1",
+            "https://www.youtube.com/watch?v=x",
+            "100",
+            "Incorrect link",
+        ),
         ("1", "not a link at all", "100", "Incorrect link"),
         ("1", link, "99", "Quantity less than minimal 100"),
         ("1", link, "0", "Quantity less than minimal 100"),
         ("1", link, "-5", "Quantity less than minimal 100"),
         ("1", link, "1000001", "Quantity more than maximum 1000000"),
-        ("1", link, "99999999999999999999999999", "Quantity more than maximum 1000000"),
+        (
+            "1",
+            link,
+            "99999999999999999999999999",
+            "Quantity more than maximum 1000000",
+        ),
         ("1", link, "12.5", "Incorrect request"),
         ("1", link, "ten", "Incorrect request"),
         ("1", link, "1e3", "Incorrect request"),
     ];
     for (service, link, quantity, text) in cases {
-        assert_eq!(env.add(service, link, quantity).await, error(text), "{service} {link} {quantity}");
+        assert_eq!(
+            env.add(service, link, quantity).await,
+            error(text),
+            "{service} {link} {quantity}"
+        );
     }
     assert_eq!(env.balance().await, "100.00000");
 }
@@ -75,8 +124,15 @@ async fn an_order_beyond_the_balance_is_refused() {
     let env = TestEnv::start().await;
     let poor = env.new_key("0.05").await;
     let answer = env
-        .call_as(&poor, &[("action", "add"), ("service", "1"),
-            ("link", "https://www.tiktok.com/@a/video/42"), ("quantity", "100")])
+        .call_as(
+            &poor,
+            &[
+                ("action", "add"),
+                ("service", "1"),
+                ("link", "https://www.tiktok.com/@a/video/42"),
+                ("quantity", "100"),
+            ],
+        )
         .await;
     assert_eq!(answer, error("Not enough funds on balance"));
     let balance = env.call_as(&poor, &[("action", "balance")]).await;
@@ -90,8 +146,19 @@ async fn order_ids_that_are_not_the_callers_are_incorrect() {
     let other = env.new_key("1").await;
     let incorrect = error("Incorrect order ID");
 
-    assert_eq!(env.call_as(&other, &[("action", "status"), ("order", &id)]).await, incorrect);
-    for bad in ["0", "-1", "abc", "1.5", "99999999999999999999", "9223372036854775807"] {
+    assert_eq!(
+        env.call_as(&other, &[("action", "status"), ("order", &id)])
+            .await,
+        incorrect
+    );
+    for bad in [
+        "0",
+        "-1",
+        "abc",
+        "1.5",
+        "99999999999999999999",
+        "9223372036854775807",
+    ] {
         assert_eq!(env.status(bad).await, incorrect, "{bad}");
     }
     assert_eq!(env.status(&id).await["status"], "Pending");
@@ -101,23 +168,42 @@ async fn order_ids_that_are_not_the_callers_are_incorrect() {
 async fn multi_status_takes_at_most_100_ids() {
     let env = TestEnv::start().await;
     let hundred: Vec<String> = (1..=100).map(|i| i.to_string()).collect();
-    let answer = env.call(&[("action", "status"), ("orders", &hundred.join(","))]).await;
+    let answer = env
+        .call(&[("action", "status"), ("orders", &hundred.join(","))])
+        .await;
     assert_eq!(answer.as_object().unwrap().len(), 100);
 
     let too_many = error("Too many order IDs, at most 100 per request");
     let hundred_one: Vec<String> = (1..=101).map(|i| i.to_string()).collect();
-    assert_eq!(env.call(&[("action", "status"), ("orders", &hundred_one.join(","))]).await, too_many);
+    assert_eq!(
+        env.call(&[("action", "status"), ("orders", &hundred_one.join(","))])
+            .await,
+        too_many
+    );
     let ten_thousand: Vec<String> = (1..=10_000).map(|i| i.to_string()).collect();
-    assert_eq!(env.call(&[("action", "status"), ("orders", &ten_thousand.join(","))]).await, too_many);
+    assert_eq!(
+        env.call(&[("action", "status"), ("orders", &ten_thousand.join(","))])
+            .await,
+        too_many
+    );
 }
 
 #[tokio::test]
 async fn huge_and_hostile_input_gets_a_json_error() {
     let env = TestEnv::start().await;
     let megabyte_link = format!("https://www.tiktok.com/@a/video/1?{}", "x".repeat(1 << 20));
-    assert_eq!(env.add("1", &megabyte_link, "100").await, error("Incorrect link"));
+    assert_eq!(
+        env.add("1", &megabyte_link, "100").await,
+        error("Incorrect link")
+    );
 
-    let junk = ["\u{0}", "%00", "'; DROP TABLE orders; --", "\u{202e}1", "💥"];
+    let junk = [
+        "\u{0}",
+        "%00",
+        "'; DROP TABLE orders; --",
+        "\u{202e}1",
+        "💥",
+    ];
     for value in junk {
         let answer = env.add(value, value, value).await;
         assert!(answer.get("error").is_some(), "{value:?}: {answer}");

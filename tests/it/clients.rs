@@ -23,7 +23,14 @@ fn start_server() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("demo.db").display());
     let mut child = Command::new(env!("CARGO_BIN_EXE_playpanel"))
-        .args(["serve", "--sandbox", "--listen", "127.0.0.1:0", "--database", &database])
+        .args([
+            "serve",
+            "--sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &database,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -32,7 +39,10 @@ fn start_server() -> Server {
     let mut lines = BufReader::new(stdout).lines();
     let (mut api, mut key) = (None, None);
     while api.is_none() {
-        let line = lines.next().expect("server exited before listening").unwrap();
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
         if let Some(rest) = line.strip_prefix("demo API key (balance 100.00000 USD): ") {
             key = Some(rest.trim().to_string());
         }
@@ -63,7 +73,10 @@ fn smmpy_python() -> Option<std::path::PathBuf> {
     if ready(&python) {
         return Some(python);
     }
-    let made = Command::new("python3").args(["-m", "venv"]).arg(&venv).status();
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status();
     if !made.is_ok_and(|s| s.success()) {
         return unavailable("python3 -m venv failed");
     }
@@ -141,14 +154,23 @@ fn the_smmpy_client_places_and_follows_an_order() {
 fn sigterm_stops_the_server_cleanly() {
     let mut server = start_server();
     let pid = server.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = server.child.try_wait().unwrap() {
             assert!(status.success(), "exit status {status}");
             break;
         }
-        assert!(Instant::now() < deadline, "server still running 20 s after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "server still running 20 s after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -37,7 +37,10 @@ async fn every_path_and_encoding_answers_the_same() {
         let response = env
             .http
             .post(&url)
-            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
             .body(multipart)
             .send()
             .await
@@ -55,11 +58,29 @@ async fn json_bodies_may_carry_numbers_and_lists() {
     let env = TestEnv::start().await;
     let body = json!({"key": env.key, "action": "add", "service": 1,
         "link": "https://www.tiktok.com/@a/video/77", "quantity": 100});
-    let answer: Value = env.http.post(&env.api).json(&body).send().await.unwrap().json().await.unwrap();
+    let answer: Value = env
+        .http
+        .post(&env.api)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let id: i64 = answer["order"].as_str().unwrap().parse().unwrap();
 
     let body = json!({"key": env.key, "action": "status", "orders": [id, 5]});
-    let answer: Value = env.http.post(&env.api).json(&body).send().await.unwrap().json().await.unwrap();
+    let answer: Value = env
+        .http
+        .post(&env.api)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(answer[id.to_string()]["status"], "Pending");
     assert_eq!(answer["5"]["error"], "Incorrect order ID");
 }
@@ -95,11 +116,21 @@ async fn transport_faults_answer_json_errors() {
     assert_eq!(response.status(), 400);
 
     let root = env.api.trim_end_matches("/api/v2");
-    let response = env.http.get(format!("{root}/elsewhere")).send().await.unwrap();
+    let response = env
+        .http
+        .get(format!("{root}/elsewhere"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
     assert_eq!(response.headers()["content-type"], "application/json");
 
     // No redirect anywhere: a POST must never turn into a GET.
-    let response = env.http.post(format!("{root}/api/v2//")).send().await.unwrap();
+    let response = env
+        .http
+        .post(format!("{root}/api/v2//"))
+        .send()
+        .await
+        .unwrap();
     assert!(!response.status().is_redirection());
 }

@@ -41,12 +41,24 @@ async fn every_corpus_link_gets_its_expected_answer() {
     // Short links whose redirect leads somewhere that is not a post.
     let targets = [
         ("2p4ewa7", "https://www.tiktok.com/?_r=1"),
-        ("ZSHK4xTqmk3Jg-MucBP", "https://www.tiktok.com/@someone/live?enter_from_merge=share"),
+        (
+            "ZSHK4xTqmk3Jg-MucBP",
+            "https://www.tiktok.com/@someone/live?enter_from_merge=share",
+        ),
         ("ZSt53N8K", "https://www.tiktok.com/@someone?_t=8&_r=1"),
     ];
     for (code, target) in targets {
-        let url = env.sandbox_url.join(&format!("sandbox/shorts/{code}")).unwrap();
-        let response = env.http.put(url).json(&json!({"target": target})).send().await.unwrap();
+        let url = env
+            .sandbox_url
+            .join(&format!("sandbox/shorts/{code}"))
+            .unwrap();
+        let response = env
+            .http
+            .put(url)
+            .json(&json!({"target": target}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
     }
 
@@ -73,7 +85,10 @@ async fn every_corpus_link_gets_its_expected_answer() {
                 assert_eq!(answer, json!({"error": "Incorrect link"}), "{context}");
             }
             "short" => {
-                assert!(matches!(parse_link(&row.input), Ok(Link::Short(_))), "{context}");
+                assert!(
+                    matches!(parse_link(&row.input), Ok(Link::Short(_))),
+                    "{context}"
+                );
                 // The sandbox sends one code to one video, and the corpus repeats a code.
                 assert!(
                     answer.get("order").is_some() || answer["error"] == ACTIVE,
@@ -88,19 +103,66 @@ async fn every_corpus_link_gets_its_expected_answer() {
 }
 
 #[tokio::test]
-async fn a_short_link_redirecting_off_tiktok_is_refused() {
+async fn no_link_makes_the_server_connect_where_it_names() {
     let env = TestEnv::start().await;
-    for target in [
-        "http://127.0.0.1:1/@x/video/123",
-        "https://tiktok.com.example.org/@x/video/123",
-        "https://evil.example/redirect?to=https://www.tiktok.com/@x/video/123",
-        "javascript:alert(1)",
-    ] {
+
+    // A listener that counts every connection made to it.
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = trap.local_addr().unwrap().port();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while trap.accept().await.is_ok() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+
+    let direct = [
+        format!("http://127.0.0.1:{port}/@x/video/123"),
+        format!("https://www.tiktok.com@127.0.0.1:{port}/@x/video/123"),
+        format!("http://[::ffff:127.0.0.1]:{port}/@x/video/123"),
+        format!("https://www.tiktok.com:{port}/@x/video/123"),
+        format!("http://localhost:{port}/@x/video/123"),
+        format!("https://tiktok.com.127.0.0.1.nip.io:{port}/@x/video/123"),
+    ];
+    for link in &direct {
+        assert_eq!(
+            env.add("1", link, "100").await,
+            json!({"error": "Incorrect link"}),
+            "{link}"
+        );
+    }
+
+    let redirects = [
+        format!("http://127.0.0.1:{port}/@x/video/123"),
+        format!("https://www.tiktok.com@127.0.0.1:{port}/@x/video/123"),
+        format!("http://localhost:{port}/@x/video/123"),
+        "https://tiktok.com.example.org/@x/video/123".to_string(),
+        "https://evil.example/r?to=https://www.tiktok.com/@x/video/123".to_string(),
+        "javascript:alert(1)".to_string(),
+        format!("//127.0.0.1:{port}/@x/video/123"),
+    ];
+    for (n, target) in redirects.iter().enumerate() {
         // Resolutions are cached, so each target gets a code of its own.
-        let code = format!("ZM{}", target.len());
-        let url = env.sandbox_url.join(&format!("sandbox/shorts/{code}")).unwrap();
-        env.http.put(url).json(&json!({"target": target})).send().await.unwrap();
-        let answer = env.add("1", &format!("https://vm.tiktok.com/{code}/"), "100").await;
+        let code = format!("ZMtrap{n}");
+        let url = env
+            .sandbox_url
+            .join(&format!("sandbox/shorts/{code}"))
+            .unwrap();
+        let response = env
+            .http
+            .put(url)
+            .json(&json!({"target": target}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let answer = env
+            .add("1", &format!("https://vm.tiktok.com/{code}/"), "100")
+            .await;
         assert_eq!(answer, json!({"error": "Incorrect link"}), "{target}");
     }
+
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(env.balance().await, "100.00000");
 }

@@ -8,3 +8,4 @@ mod clients;
 mod encodings;
 mod links;
 mod orders;
+mod reader;

@@ -72,6 +72,7 @@ impl TestEnv {
         settings.worker.retry_base = Duration::ZERO;
         settings.worker.retry_max = Duration::ZERO;
         settings.reader.count_ttl = Duration::from_millis(1);
+        settings.reader.breaker_base = Duration::ZERO;
         tune(&mut settings);
 
         let app = Playpanel::new(settings).await.unwrap();
