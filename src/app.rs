@@ -52,6 +52,7 @@ impl Settings {
                 watch_window: std::time::Duration::from_secs(60),
                 retry_base: std::time::Duration::from_secs(1),
                 retry_max: std::time::Duration::from_secs(30),
+                provider_refuses_duplicates: true,
                 ..WorkerConfig::default()
             },
             api: ApiConfig::default(),

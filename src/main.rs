@@ -141,6 +141,25 @@ struct RunArgs {
     /// Seconds a worker's claim on an order lasts.
     #[arg(long, env = "PLAYPANEL_LEASE")]
     lease: Option<f64>,
+    /// What to do with an order for a video that already has an open order: queue it behind
+    /// that one (its start count is read when its turn comes) or refuse it.
+    #[arg(
+        long,
+        env = "PLAYPANEL_SAME_VIDEO",
+        value_enum,
+        default_value = "queue"
+    )]
+    same_video: SameVideo,
+    /// The upstream panel refuses a second order for a link it is delivering to; lets a
+    /// placement whose answer was lost be settled by asking again (always on with a sandbox).
+    #[arg(long, env = "PLAYPANEL_PROVIDER_REFUSES_DUPLICATES")]
+    provider_refuses_duplicates: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SameVideo {
+    Queue,
+    Refuse,
 }
 
 #[derive(Args)]
@@ -297,6 +316,8 @@ async fn assemble(
     w.progress_interval = seconds(args.progress_interval, w.progress_interval)?;
     w.watch_window = seconds(args.watch_window, w.watch_window)?;
     w.lease = seconds(args.lease, w.lease)?;
+    w.provider_refuses_duplicates |= args.provider_refuses_duplicates;
+    settings.api.refuse_same_video = args.same_video == SameVideo::Refuse;
     let outside_calls = settings.reader.timeout * 3;
     if settings.worker.lease < outside_calls {
         warn!(

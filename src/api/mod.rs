@@ -64,6 +64,8 @@ pub struct ApiConfig {
     /// read by the worker.
     pub add_read_budget: Duration,
     pub max_body_bytes: usize,
+    /// Refuse an order for a video that already has an open one, instead of queueing it.
+    pub refuse_same_video: bool,
 }
 
 impl Default for ApiConfig {
@@ -72,6 +74,7 @@ impl Default for ApiConfig {
             request_timeout: Duration::from_secs(30),
             add_read_budget: Duration::from_secs(5),
             max_body_bytes: 2 << 20,
+            refuse_same_video: false,
         }
     }
 }
@@ -302,7 +305,8 @@ async fn add(state: &ApiState, key: &KeyRecord, params: &Params) -> Result<Value
     }
 
     let video = video_of(state, link).await?;
-    if state.store.has_open_order(video).await? {
+    let refuse = state.config.refuse_same_video;
+    if refuse && state.store.has_open_order(video).await? {
         return Err(ApiError::panel(texts::ACTIVE_ORDER));
     }
 
@@ -333,7 +337,7 @@ async fn add(state: &ApiState, key: &KeyRecord, params: &Params) -> Result<Value
         charge,
         start_count,
     };
-    match state.store.insert_order(&order).await? {
+    match state.store.insert_order(&order, refuse).await? {
         Ok(id) => {
             state.wake.notify_one();
             tracing::info!(order.id = id, video.id = %video, to = "Pending", "order accepted");
@@ -376,7 +380,8 @@ fn status_of(order: &OrderRecord) -> Value {
         .unwrap_or(Money::ZERO);
     json!({
         "charge": charge.to_string(),
-        "start_count": order.start_count.unwrap_or(0).to_string(),
+        // A queued order shows the count seen at `add` until its own start count is read.
+        "start_count": order.start_count.or(order.last_count).unwrap_or(0).to_string(),
         "status": order.status.as_str(),
         "remains": order.remains.to_string(),
         "currency": "USD",

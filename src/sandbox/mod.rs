@@ -42,6 +42,23 @@ struct VideoUpdate {
     state: Option<VideoState>,
 }
 
+/// A fault the sandbox's upstream panel can be told to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamFault {
+    #[default]
+    None,
+    /// Every `add` is refused with a panel error.
+    Refuse,
+    /// Every call answers HTTP 500 with a page that is not JSON.
+    Error,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct UpstreamUpdate {
+    fault: UpstreamFault,
+}
+
 #[derive(Debug, Deserialize)]
 struct ShortUpdate {
     target: String,
@@ -79,6 +96,8 @@ struct World {
     videos: HashMap<u64, VideoView>,
     shorts: HashMap<String, String>,
     orders: Vec<UpstreamOrder>,
+    fault: UpstreamFault,
+    page_requests: u64,
 }
 
 /// The sandbox's shared state.
@@ -154,6 +173,15 @@ impl Sandbox {
         *video
     }
 
+    /// Page requests served so far.
+    pub fn page_requests(&self) -> u64 {
+        self.world().page_requests
+    }
+
+    pub fn set_fault(&self, fault: UpstreamFault) {
+        self.world().fault = fault;
+    }
+
     /// How many orders the upstream panel has accepted for a video.
     pub fn upstream_orders_for(&self, video: u64) -> usize {
         self.world()
@@ -168,6 +196,8 @@ impl Sandbox {
         Router::new()
             .route("/sandbox/videos/{id}", get(get_video).put(put_video))
             .route("/sandbox/shorts/{code}", axum::routing::put(put_short))
+            .route("/sandbox/upstream", axum::routing::put(put_upstream))
+            .route("/sandbox/upstream/orders", get(upstream_orders))
             .route("/api/v2", any(upstream::panel))
             .route("/api/v2/", any(upstream::panel))
             .route("/api", any(upstream::panel))
@@ -236,6 +266,33 @@ async fn put_video(
             json!({"error": format!("expected {{\"plays\": N, \"state\": \"ok|private|region|gone|blocked\"}}: {e}")}),
         ),
     }
+}
+
+async fn put_upstream(State(sandbox): State<Sandbox>, body: axum::body::Bytes) -> Response {
+    match serde_json::from_slice::<UpstreamUpdate>(&body) {
+        Ok(update) => {
+            sandbox.set_fault(update.fault);
+            json_answer(StatusCode::OK, json!(update))
+        }
+        Err(e) => json_answer(
+            StatusCode::BAD_REQUEST,
+            json!({"error": format!("expected {{\"fault\": \"none|refuse|error\"}}: {e}")}),
+        ),
+    }
+}
+
+/// Every order the upstream panel accepted, for tests that count placements.
+async fn upstream_orders(State(sandbox): State<Sandbox>) -> Response {
+    let world = sandbox.world();
+    let orders: Vec<_> = world
+        .orders
+        .iter()
+        .map(|o| {
+            json!({"id": o.id, "video": o.video.to_string(), "quantity": o.quantity,
+                   "target": o.target, "delivered": o.delivered})
+        })
+        .collect();
+    json_answer(StatusCode::OK, json!(orders))
 }
 
 async fn put_short(

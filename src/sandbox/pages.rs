@@ -15,7 +15,12 @@ pub async fn video_page(
     let Some(id) = parse_id(&id).filter(|_| user.starts_with('@')) else {
         return html(StatusCode::NOT_FOUND, not_found_page());
     };
-    let video = sandbox.video(id);
+    let video = {
+        let mut world = sandbox.world();
+        world.page_requests += 1;
+        drop(world);
+        sandbox.video(id)
+    };
     let detail = match video.state {
         VideoState::Ok => json!({
             "statusCode": 0,

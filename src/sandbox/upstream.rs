@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{Sandbox, UpstreamOrder, json_answer};
+use super::{Sandbox, UpstreamFault, UpstreamOrder, json_answer};
 use crate::tiktok::link::{Link, parse_link};
 
 type Fields = std::collections::HashMap<String, String>;
@@ -26,6 +26,17 @@ pub async fn panel(
 
     if field("key").is_empty() {
         return error("Invalid API key");
+    }
+    let fault = sandbox.world().fault;
+    if fault == UpstreamFault::Error {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "<html>upstream failure</html>",
+        )
+            .into_response();
+    }
+    if fault == UpstreamFault::Refuse && field("action") == "add" {
+        return error("Service is temporarily disabled");
     }
     let answer = match field("action") {
         "services" => services(),

@@ -121,8 +121,14 @@ pub trait Store: Send + Sync + 'static {
 
     async fn has_open_order(&self, video: VideoId) -> Result<bool>;
 
-    /// Debits the charge and stores the order, or neither.
-    async fn insert_order(&self, order: &NewOrder) -> Result<std::result::Result<i64, AddRefusal>>;
+    /// Debits the charge and stores the order, or neither. When the video already has an open
+    /// order, the new one is refused (`refuse_if_open`) or queued behind it: its start count is
+    /// then read when its turn comes, and the count seen now is kept only for display.
+    async fn insert_order(
+        &self,
+        order: &NewOrder,
+        refuse_if_open: bool,
+    ) -> Result<std::result::Result<i64, AddRefusal>>;
 
     /// One order of one key.
     async fn order(&self, key_id: i64, id: i64) -> Result<Option<OrderRecord>>;
@@ -130,8 +136,15 @@ pub trait Store: Send + Sync + 'static {
     /// The orders among `ids` that belong to the key, in one query.
     async fn orders(&self, key_id: i64, ids: &[i64]) -> Result<Vec<OrderRecord>>;
 
-    /// Leases up to `limit` due orders to `owner` for `lease`, in one statement.
+    /// Leases up to `limit` due orders to `owner` for `lease`, in one statement. An order waiting
+    /// behind an earlier open order on the same video is not due.
     async fn claim(&self, owner: &str, limit: u32, lease: Duration) -> Result<Vec<OrderRecord>>;
+
+    /// Extends a claimed order's lease; false when the lease was lost.
+    async fn renew(&self, order: &OrderRecord, lease: Duration) -> Result<bool>;
+
+    /// Gives up every lease `owner` holds, so other workers may take the orders at once.
+    async fn release(&self, owner: &str) -> Result<u64>;
 
     /// Writes the worker's changes to a claimed order, fenced on its claim and owner, with the
     /// refund (if any) in the same transaction. Returns false, writing nothing, when the lease

@@ -163,8 +163,24 @@ impl Store for SqliteStore {
         Ok(found.is_some())
     }
 
-    async fn insert_order(&self, order: &NewOrder) -> Result<std::result::Result<i64, AddRefusal>> {
+    async fn insert_order(
+        &self,
+        order: &NewOrder,
+        refuse_if_open: bool,
+    ) -> Result<std::result::Result<i64, AddRefusal>> {
+        // The immediate transaction holds the write lock, so the check for an open order and
+        // the insert cannot interleave with another `add`.
         let mut tx = self.write_tx().await?;
+
+        let open: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM orders WHERE video_id = ?1 AND phase <> 'done'")
+                .bind(order.video_id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let queued = open.is_some();
+        if queued && refuse_if_open {
+            return Ok(Err(AddRefusal::ActiveOrder));
+        }
 
         let debited = sqlx::query(
             "UPDATE api_keys SET balance = balance - ?1 WHERE id = ?2 AND balance >= ?1",
@@ -177,15 +193,18 @@ impl Store for SqliteStore {
             return Ok(Err(AddRefusal::NotEnoughFunds));
         }
 
-        let phase = if order.start_count.is_some() {
-            Phase::Place
-        } else {
-            Phase::Start
+        let seen = order
+            .start_count
+            .map(|c| to_i64(c, "start_count"))
+            .transpose()?;
+        let (phase, start_count) = match seen {
+            Some(count) if !queued => (Phase::Place, Some(count)),
+            _ => (Phase::Start, None),
         };
         let sql = concat!(
             "INSERT INTO orders (key_id, service_id, video_id, link, quantity, charge, status, \
-             phase, start_count, remains, next_run_at, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'Pending', ?7, ?8, ?5, ",
+             phase, start_count, last_count, remains, next_run_at, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'Pending', ?7, ?8, ?9, ?5, ",
             now!(),
             ", ",
             now!(),
@@ -193,7 +212,7 @@ impl Store for SqliteStore {
             now!(),
             ") RETURNING id"
         );
-        let inserted = sqlx::query_scalar(sql)
+        let id: i64 = sqlx::query_scalar(sql)
             .bind(order.key_id)
             .bind(i64::from(order.service_id))
             .bind(order.video_id.to_string())
@@ -201,21 +220,10 @@ impl Store for SqliteStore {
             .bind(to_i64(order.quantity, "quantity")?)
             .bind(order.charge.units())
             .bind(phase.as_str())
-            .bind(
-                order
-                    .start_count
-                    .map(|c| to_i64(c, "start_count"))
-                    .transpose()?,
-            )
+            .bind(start_count)
+            .bind(seen)
             .fetch_one(&mut *tx)
-            .await;
-        let id: i64 = match inserted {
-            Ok(id) => id,
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Ok(Err(AddRefusal::ActiveOrder));
-            }
-            Err(e) => return Err(e.into()),
-        };
+            .await?;
 
         tx.commit().await?;
         Ok(Ok(id))
@@ -265,11 +273,14 @@ impl Store for SqliteStore {
             now!(),
             " + ?2, \
              claim = claim + 1 \
-             WHERE id IN (SELECT id FROM orders WHERE phase <> 'done' AND next_run_at <= ",
+             WHERE id IN (SELECT id FROM orders AS o WHERE phase <> 'done' AND next_run_at <= ",
             now!(),
             " AND (lease_until IS NULL OR lease_until <= ",
             now!(),
             ") \
+             AND NOT EXISTS (SELECT 1 FROM orders AS earlier \
+                 WHERE earlier.video_id = o.video_id AND earlier.phase <> 'done' \
+                 AND earlier.id < o.id) \
              ORDER BY next_run_at LIMIT ?3) \
              RETURNING ",
             order_columns!(),
@@ -286,6 +297,34 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         rows.iter().map(order_from_row).collect()
+    }
+
+    async fn renew(&self, order: &OrderRecord, lease: Duration) -> Result<bool> {
+        let sql = concat!(
+            "UPDATE orders SET lease_until = ",
+            now!(),
+            " + ?1 \
+             WHERE id = ?2 AND claim = ?3 AND lease_owner = ?4 AND phase <> 'done'"
+        );
+        let renewed = sqlx::query(sql)
+            .bind(millis(lease))
+            .bind(order.id)
+            .bind(order.claim)
+            .bind(&order.lease_owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    async fn release(&self, owner: &str) -> Result<u64> {
+        let released = sqlx::query(
+            "UPDATE orders SET lease_owner = NULL, lease_until = NULL \
+             WHERE lease_owner = ?1 AND phase <> 'done'",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(released.rows_affected())
     }
 
     async fn save(&self, order: &OrderRecord, next: Next) -> Result<bool> {

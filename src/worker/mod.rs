@@ -41,6 +41,13 @@ pub struct WorkerConfig {
     pub retry_max: Duration,
     /// Failed tries of one phase before the order is ended with what is known.
     pub max_attempts: u32,
+    /// Whether the provider refuses a second order for a link it is already delivering to.
+    /// When it does, a placement whose outcome was lost is settled by asking again: a refusal
+    /// for an active order proves the first call arrived, and an accepted order proves it
+    /// did not.
+    pub provider_refuses_duplicates: bool,
+    /// How long a stopping worker lets the steps in flight finish.
+    pub stop_deadline: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -56,6 +63,8 @@ impl Default for WorkerConfig {
             retry_base: Duration::from_secs(10),
             retry_max: Duration::from_secs(15 * 60),
             max_attempts: 12,
+            provider_refuses_duplicates: false,
+            stop_deadline: Duration::from_secs(20),
         }
     }
 }
@@ -95,10 +104,43 @@ impl Worker {
         }
     }
 
+    /// Another worker over the same store and outside systems, with a lease owner of its own,
+    /// as another process would be.
+    pub fn with_new_owner(&self) -> Worker {
+        let mut tag = [0u8; 4];
+        let _ = getrandom::fill(&mut tag);
+        Worker {
+            owner: format!("{}-{}", std::process::id(), hex::encode(tag)).into(),
+            ..self.clone()
+        }
+    }
+
     /// Runs steps until cancelled: right away while there is work, otherwise when woken by a
-    /// new order or after the idle poll. A step in flight is finished before returning.
+    /// new order or after the idle poll. On cancellation no new order is claimed; the steps in
+    /// flight get `stop_deadline` to finish, and whatever is still held is then released so
+    /// other workers can take it over at once.
     pub async fn run(self, cancel: CancellationToken) {
         info!(worker = %self.owner, "worker started");
+        let running = self.clone();
+        let mut task = tokio::spawn(running.run_steps(cancel.clone()));
+        tokio::select! {
+            _ = &mut task => {}
+            _ = cancel.cancelled() => {
+                if tokio::time::timeout(self.config.stop_deadline, &mut task).await.is_err() {
+                    task.abort();
+                    warn!(worker = %self.owner, "steps still running at the stop deadline");
+                }
+            }
+        }
+        match self.store.release(&self.owner).await {
+            Ok(0) => {}
+            Ok(n) => info!(worker = %self.owner, released = n, "released held orders"),
+            Err(e) => warn!(error = %e, "could not release held orders; their leases will expire"),
+        }
+        info!(worker = %self.owner, "worker stopped");
+    }
+
+    async fn run_steps(self, cancel: CancellationToken) {
         let mut failures = 0u32;
         while !cancel.is_cancelled() {
             let pause = match self.step().await {
@@ -119,7 +161,6 @@ impl Worker {
                 _ = cancel.cancelled() => {}
             }
         }
-        info!(worker = %self.owner, "worker stopped");
     }
 
     /// Claims the due orders (up to the batch size) and advances each by one step. Returns how
@@ -159,7 +200,30 @@ impl Worker {
         Ok(total)
     }
 
+    /// Moves one order by one step, renewing its lease while the step runs.
     async fn advance(&self, order: OrderRecord) -> crate::store::Result<()> {
+        let renewals = async {
+            let every = self.config.lease / 3;
+            if every.is_zero() {
+                return std::future::pending().await;
+            }
+            loop {
+                tokio::time::sleep(every).await;
+                match self.store.renew(&order, self.config.lease).await {
+                    Ok(true) => {}
+                    // Lost: the step's writes are fenced and will change nothing.
+                    Ok(false) => return std::future::pending().await,
+                    Err(e) => warn!(order.id = order.id, error = %e, "lease renewal failed"),
+                }
+            }
+        };
+        tokio::select! {
+            done = self.step_once(order.clone()) => done,
+            never = renewals => never,
+        }
+    }
+
+    async fn step_once(&self, order: OrderRecord) -> crate::store::Result<()> {
         match order.phase {
             Phase::Start => self.capture_start(order).await,
             Phase::Place => self.place(order).await,
@@ -173,7 +237,9 @@ impl Worker {
 
     /// Reads the play count the delivery will be measured from.
     async fn capture_start(&self, mut order: OrderRecord) -> crate::store::Result<()> {
-        match self.reader.read(order.video_id).await {
+        // A fresh read: an order that waited behind another on the same video must start
+        // from the count after that delivery.
+        match self.reader.read_fresh(order.video_id).await {
             Reading::Count(count) => {
                 order.start_count = Some(count);
                 order.attempts = 0;
@@ -248,13 +314,56 @@ impl Worker {
     }
 
     /// An order found in `Placing`: an earlier worker sent the placement and died (or lost its
-    /// lease) before saving the answer.
-    async fn placement_in_doubt(&self, order: OrderRecord) -> crate::store::Result<()> {
-        self.start_watch(
-            order,
-            "the placement's outcome was not recorded (worker stopped mid-call)".to_string(),
-        )
-        .await
+    /// lease) before saving the answer. It is never placed blindly again.
+    async fn placement_in_doubt(&self, mut order: OrderRecord) -> crate::store::Result<()> {
+        let lost = "the placement's outcome was not recorded (worker stopped mid-call)";
+        let Some(start) = order.start_count else {
+            return self.cancel(order, "no start count was recorded").await;
+        };
+
+        // Views already on the video prove the placement arrived.
+        let count = match self.reader.read_fresh(order.video_id).await {
+            Reading::Count(count) => count,
+            _ => return self.start_watch(order, lost.to_string()).await,
+        };
+        order.last_count = Some(count);
+        if count > start || !self.config.provider_refuses_duplicates {
+            return self.start_watch(order, lost.to_string()).await;
+        }
+
+        // No views yet: ask again. This provider refuses a second order on a link it is
+        // delivering to, so its answer tells whether the first call arrived.
+        let Some(service) = self.catalogue.get(order.service_id) else {
+            return self.start_watch(order, lost.to_string()).await;
+        };
+        match self
+            .provider
+            .place(service.upstream_service, &order.link, order.quantity)
+            .await
+        {
+            Placement::Placed(id) => {
+                info!(order.id = order.id, video.id = %order.video_id, provider.order = %id,
+                    "the lost placement had not arrived; placed now, once");
+                order.provider_order = Some(id);
+                order.attempts = 0;
+                order.last_error = None;
+                let after = self.config.progress_interval;
+                self.move_to(order, Phase::Deliver, after, "placed with the provider")
+                    .await
+            }
+            Placement::Busy(why) if why.to_ascii_lowercase().contains("active order") => {
+                let why = format!("{lost}; the provider has an active order on the link");
+                self.start_watch(order, why).await
+            }
+            Placement::Refused(why) => {
+                self.cancel(order, &format!("the provider refused the order: {why}"))
+                    .await
+            }
+            Placement::Busy(why) | Placement::NotSent(why) | Placement::Unknown(why) => {
+                let why = format!("{lost}; asking again failed: {why}");
+                self.start_watch(order, why).await
+            }
+        }
     }
 
     async fn start_watch(&self, mut order: OrderRecord, why: String) -> crate::store::Result<()> {

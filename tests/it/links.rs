@@ -36,7 +36,8 @@ fn corpus() -> Option<Vec<Row>> {
 #[tokio::test]
 async fn every_corpus_link_gets_its_expected_answer() {
     let Some(rows) = corpus() else { return };
-    let env = TestEnv::start().await;
+    // Refusing a second order for an open video shows which links name the same video.
+    let env = TestEnv::start_with(|s| s.api.refuse_same_video = true).await;
 
     // Short links whose redirect leads somewhere that is not a post.
     let targets = [

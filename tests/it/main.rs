@@ -9,3 +9,4 @@ mod encodings;
 mod links;
 mod orders;
 mod reader;
+mod worker;

@@ -194,8 +194,8 @@ async fn a_blocked_page_defers_the_start_count_without_losing_the_order() {
 }
 
 #[tokio::test]
-async fn a_second_order_for_an_active_video_is_refused_until_the_first_ends() {
-    let env = TestEnv::start().await;
+async fn with_refusal_a_second_order_for_an_active_video_waits_for_the_first_to_end() {
+    let env = TestEnv::start_with(|s| s.api.refuse_same_video = true).await;
     let active = json!({"error":
         "You have active order with this link. Please wait until order being completed."});
     env.add_ok("1", VIDEO, "100").await;
@@ -224,8 +224,8 @@ async fn a_second_order_for_an_active_video_is_refused_until_the_first_ends() {
 }
 
 #[tokio::test]
-async fn concurrent_adds_for_one_video_make_one_order() {
-    let env = TestEnv::start().await;
+async fn with_refusal_concurrent_adds_for_one_video_make_one_order() {
+    let env = TestEnv::start_with(|s| s.api.refuse_same_video = true).await;
     let link = format!("https://www.tiktok.com/@x/video/{VIDEO}");
     let mut tasks = Vec::new();
     for _ in 0..20 {

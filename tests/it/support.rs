@@ -53,10 +53,13 @@ impl TestEnv {
     }
 
     pub async fn start_with(tune: impl FnOnce(&mut Settings)) -> TestEnv {
+        Self::start_full(0, tune).await
+    }
+
+    /// With the sandbox's provider delivering `views_per_second` (0: at once).
+    pub async fn start_full(views_per_second: u64, tune: impl FnOnce(&mut Settings)) -> TestEnv {
         let cancel = CancellationToken::new();
-        let sandbox = Sandbox::new(SandboxConfig {
-            views_per_second: 0,
-        });
+        let sandbox = Sandbox::new(SandboxConfig { views_per_second });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sandbox_url =
             Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
