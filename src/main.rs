@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -90,7 +91,7 @@ struct ServeArgs {
     #[arg(long, env = "PLAYPANEL_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Serve the API only; orders are worked on by `playpanel worker` processes.
-    #[arg(long, env = "PLAYPANEL_NO_WORKER")]
+    #[arg(long, env = "PLAYPANEL_NO_WORKER", value_parser = BoolishValueParser::new())]
     no_worker: bool,
     #[command(flatten)]
     run: RunArgs,
@@ -106,7 +107,12 @@ struct RunArgs {
     )]
     database: String,
     /// Run a sandbox in this process and use it for TikTok and the upstream panel.
-    #[arg(long, env = "PLAYPANEL_SANDBOX", conflicts_with = "sandbox_url")]
+    #[arg(
+        long,
+        env = "PLAYPANEL_SANDBOX",
+        conflicts_with = "sandbox_url",
+        value_parser = BoolishValueParser::new()
+    )]
     sandbox: bool,
     /// Use a sandbox started separately (`playpanel sandbox`) at this URL.
     #[arg(long, env = "PLAYPANEL_SANDBOX_URL")]
@@ -152,7 +158,11 @@ struct RunArgs {
     same_video: SameVideo,
     /// The upstream panel refuses a second order for a link it is delivering to; lets a
     /// placement whose answer was lost be settled by asking again (always on with a sandbox).
-    #[arg(long, env = "PLAYPANEL_PROVIDER_REFUSES_DUPLICATES")]
+    #[arg(
+        long,
+        env = "PLAYPANEL_PROVIDER_REFUSES_DUPLICATES",
+        value_parser = BoolishValueParser::new()
+    )]
     provider_refuses_duplicates: bool,
 }
 
@@ -197,7 +207,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sandbox(args) => {
-            let listener = TcpListener::bind(args.listen).await?;
+            let listener = TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?;
             println!("sandbox listening on http://{}", listener.local_addr()?);
             let config = SandboxConfig {
                 views_per_second: args.views_per_second,
@@ -220,7 +232,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate { database } => {
             store::open(&database).await?;
-            println!("database is up to date");
+            println!("the database schema is up to date (created or migrated as needed)");
             Ok(())
         }
     }
