@@ -79,6 +79,8 @@ impl Playpanel {
         )?);
         let catalogue = Arc::new(settings.catalogue);
         let wake = Arc::new(Notify::new());
+        let watcher = (store.clone(), wake.clone());
+        tokio::spawn(async move { watcher.0.watch_new_orders(watcher.1).await });
         let worker = Worker::new(
             store.clone(),
             reader.clone(),

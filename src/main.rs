@@ -258,10 +258,8 @@ async fn serve(args: ServeArgs, cancel: CancellationToken) -> anyhow::Result<()>
 
     let worker =
         (!args.no_worker).then(|| tokio::spawn(playpanel.worker.clone().run(cancel.clone())));
-    let stop = cancel.clone();
-    axum::serve(listener, playpanel.router())
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await?;
+    let drain = Duration::from_secs(20);
+    playpanel::api::serve(listener, playpanel.router(), cancel.clone(), drain).await;
 
     if let Some(worker) = worker {
         // The worker finishes the step it is in; past the deadline the leases simply expire and

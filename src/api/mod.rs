@@ -2,6 +2,7 @@
 //! `action` and answers with the exact shapes and error texts panel clients expect.
 
 mod params;
+mod serve;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use crate::store::{AddRefusal, KeyRecord, NewOrder, OrderRecord, Store, StoreErr
 use crate::tiktok::link::{self, Link, VideoId};
 use crate::tiktok::{Reader, Reading, Resolved};
 use params::Params;
+pub use serve::{HEADER_READ_TIMEOUT, serve};
 
 /// The most ids one multi-status call may ask for.
 pub const MAX_STATUS_IDS: usize = 100;
@@ -304,7 +306,9 @@ async fn add(state: &ApiState, key: &KeyRecord, params: &Params) -> Result<Value
         return Err(ApiError::panel(texts::NOT_ENOUGH_FUNDS));
     }
 
-    let video = video_of(state, link).await?;
+    let video = tokio::time::timeout(state.config.add_read_budget, video_of(state, link))
+        .await
+        .map_err(|_| ApiError::panel(texts::SHORT_LINK_UNRESOLVED))??;
     let refuse = state.config.refuse_same_video;
     if refuse && state.store.has_open_order(video).await? {
         return Err(ApiError::panel(texts::ACTIVE_ORDER));
@@ -389,10 +393,14 @@ fn status_of(order: &OrderRecord) -> Value {
 }
 
 async fn status(store: &dyn Store, key: &KeyRecord, params: &Params) -> Result<Value, ApiError> {
-    if let Some(list) = params.get("orders") {
+    let single = params.get_nonempty("order");
+    if let Some(list) = params
+        .get("orders")
+        .filter(|l| single.is_none() || !l.trim().is_empty())
+    {
         return multi_status(store, key, list).await;
     }
-    let Some(raw) = params.get_nonempty("order") else {
+    let Some(raw) = single else {
         return Err(ApiError::panel(texts::INCORRECT_REQUEST));
     };
     let id = parse_order_id(raw).ok_or_else(|| ApiError::panel(texts::INCORRECT_ORDER))?;

@@ -15,8 +15,14 @@ pub struct Params {
     fields: HashMap<String, String>,
 }
 
-/// Fields beyond this many are ignored; no panel call needs more than a handful.
-const MAX_FIELDS: usize = 64;
+/// The fields any panel call uses; others are ignored, so no number of unknown fields can
+/// crowd out the ones that matter.
+const KNOWN_FIELDS: [&str; 12] = [
+    "key", "action", "service", "link", "quantity", "runs", "interval", "order", "orders",
+    "refill", "refills", "comments",
+];
+
+const TOO_LARGE: ApiError = ApiError::Transport(StatusCode::PAYLOAD_TOO_LARGE, "Request too large");
 
 impl Params {
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -29,7 +35,7 @@ impl Params {
     }
 
     fn put(&mut self, name: String, value: String) {
-        if self.fields.len() < MAX_FIELDS {
+        if KNOWN_FIELDS.contains(&name.as_str()) {
             self.fields.insert(name, value);
         }
     }
@@ -49,6 +55,16 @@ impl Params {
             .unwrap_or_default()
             .to_ascii_lowercase();
 
+        // A declared length past the limit is refused before any of the body is waited for.
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max_body as u64) {
+            return Err(TOO_LARGE);
+        }
+
         if content_type.starts_with("multipart/form-data") {
             params.read_multipart(request, max_body).await?;
             return Ok(params);
@@ -56,16 +72,28 @@ impl Params {
 
         let body = axum::body::to_bytes(request.into_body(), max_body)
             .await
-            .map_err(|_| ApiError::Transport(StatusCode::PAYLOAD_TOO_LARGE, "Request too large"))?;
-        if body.iter().all(u8::is_ascii_whitespace) {
+            .map_err(|e| {
+                let over_limit = std::error::Error::source(&e)
+                    .is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>());
+                if over_limit {
+                    TOO_LARGE
+                } else {
+                    ApiError::Transport(StatusCode::BAD_REQUEST, "Malformed request body")
+                }
+            })?;
+        let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&body);
+        let Some(first) = body.iter().find(|b| !b.is_ascii_whitespace()) else {
             return Ok(params);
-        }
+        };
 
-        if content_type.starts_with("application/json") {
-            params.read_json(&body)?;
+        // JSON is read when declared, and also when a body that starts like a JSON object comes
+        // with no form content type (scripts often omit or mislabel it).
+        let declared_form = content_type.starts_with("application/x-www-form-urlencoded");
+        if content_type.contains("json") || (*first == b'{' && !declared_form) {
+            params.read_json(body)?;
         } else {
             // Form encoding is what panel clients send, with or without the header.
-            for (name, value) in form_urlencoded::parse(&body) {
+            for (name, value) in form_urlencoded::parse(body) {
                 params.put(name.into_owned(), value.into_owned());
             }
         }
@@ -108,13 +136,16 @@ impl Params {
             let Some(name) = field.name().map(str::to_string) else {
                 continue;
             };
-            let bytes = field.bytes().await.map_err(|_| malformed())?;
+            let bytes = field.bytes().await.map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    TOO_LARGE
+                } else {
+                    malformed()
+                }
+            })?;
             total += bytes.len();
             if total > max_body {
-                return Err(ApiError::Transport(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "Request too large",
-                ));
+                return Err(TOO_LARGE);
             }
             self.put(name, String::from_utf8_lossy(&bytes).into_owned());
         }

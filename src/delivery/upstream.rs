@@ -71,10 +71,15 @@ fn text_of(value: &Value) -> Option<String> {
     }
 }
 
+/// The error a panel answered, if any: an `error` that is null, false or empty is no error
+/// (some panels send `"error": null` beside a successful answer).
 fn error_of(value: &Value) -> Option<String> {
-    value
-        .get("error")
-        .map(|e| text_of(e).unwrap_or_else(|| e.to_string()))
+    match value.get("error")? {
+        Value::Null | Value::Bool(false) => None,
+        other => {
+            Some(text_of(other).unwrap_or_else(|| other.to_string())).filter(|e| !e.is_empty())
+        }
+    }
 }
 
 #[async_trait]
@@ -131,5 +136,27 @@ impl Provider for UpstreamPanel {
             .and_then(|r| r.parse::<i64>().ok())
             .map(|r| r.max(0) as u64);
         Ok(Progress { state, remains })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_real_errors_count() {
+        assert_eq!(error_of(&json!({"order": 5, "error": null})), None);
+        assert_eq!(error_of(&json!({"order": 5, "error": ""})), None);
+        assert_eq!(error_of(&json!({"order": 5, "error": false})), None);
+        assert_eq!(error_of(&json!({"order": 5})), None);
+        assert_eq!(
+            error_of(&json!({"error": "Incorrect link"})).as_deref(),
+            Some("Incorrect link")
+        );
+        assert_eq!(
+            error_of(&json!({"error": {"code": 1}})).as_deref(),
+            Some("{\"code\":1}")
+        );
     }
 }

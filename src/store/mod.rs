@@ -1,5 +1,7 @@
 //! Storage of keys, balances and orders behind one trait, with one implementation per backend.
 
+mod postgres;
+mod rows;
 mod sqlite;
 
 use std::time::Duration;
@@ -9,6 +11,7 @@ use async_trait::async_trait;
 use crate::domain::{Money, OrderStatus, Phase};
 use crate::tiktok::link::VideoId;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Failures of the storage layer.
@@ -20,8 +23,13 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is not valid: {0}")]
     Corrupt(String),
-    #[error("unsupported database url {0:?}: use sqlite://PATH")]
+    #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://...")]
     UnsupportedUrl(String),
+    #[error(
+        "the database has schema version {0}, newer than this playpanel knows; \
+         run a playpanel at least as new as the one that migrated it"
+    )]
+    NewerSchema(i64),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -146,6 +154,12 @@ pub trait Store: Send + Sync + 'static {
     /// Gives up every lease `owner` holds, so other workers may take the orders at once.
     async fn release(&self, owner: &str) -> Result<u64>;
 
+    /// Wakes `wake` whenever another process adds an order, for as long as the process runs.
+    /// Backends without such notifications return at once; workers then rely on their poll.
+    async fn watch_new_orders(&self, wake: std::sync::Arc<tokio::sync::Notify>) {
+        let _ = wake;
+    }
+
     /// Writes the worker's changes to a claimed order, fenced on its claim and owner, with the
     /// refund (if any) in the same transaction. Returns false, writing nothing, when the lease
     /// was lost or the order has already ended.
@@ -156,7 +170,23 @@ pub trait Store: Send + Sync + 'static {
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(std::sync::Arc::new(PostgresStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}
+
+/// Applies the migrations a backend ships, refusing a database migrated by a newer playpanel.
+async fn migrate<'a, A>(migrator: &sqlx::migrate::Migrator, pool: A) -> Result<()>
+where
+    A: sqlx::Acquire<'a>,
+    <A::Connection as std::ops::Deref>::Target: sqlx::migrate::Migrate,
+{
+    match migrator.run(pool).await {
+        Err(sqlx::migrate::MigrateError::VersionMissing(version)) => {
+            Err(StoreError::NewerSchema(version))
+        }
+        other => Ok(other?),
     }
 }

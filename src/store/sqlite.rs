@@ -4,10 +4,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
-use sqlx::{Row, SqlitePool};
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
-use super::{AddRefusal, KeyRecord, NewOrder, Next, OrderRecord, Result, Store, StoreError};
+use super::rows::{corrupt, key_from_row, millis, order_columns, order_from_row, to_i64};
+use super::{AddRefusal, KeyRecord, NewOrder, Next, OrderRecord, Result, Store};
 use crate::domain::{Money, Phase};
 use crate::tiktok::link::VideoId;
 
@@ -16,14 +17,6 @@ use crate::tiktok::link::VideoId;
 macro_rules! now {
     () => {
         "CAST(unixepoch('subsec') * 1000 AS INTEGER)"
-    };
-}
-
-macro_rules! order_columns {
-    () => {
-        "id, key_id, service_id, video_id, link, quantity, charge, refund, status, phase, \
-         start_count, last_count, remains, provider_order, attempts, checks, claim, lease_owner, \
-         deadline_at, last_error"
     };
 }
 
@@ -49,7 +42,7 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        MIGRATOR.run(&pool).await?;
+        super::migrate(&MIGRATOR, &pool).await?;
         Ok(SqliteStore { pool })
     }
 
@@ -58,61 +51,6 @@ impl SqliteStore {
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
-}
-
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
-}
-
-fn unsigned(row: &SqliteRow, column: &str) -> Result<u64> {
-    let v: i64 = row.try_get(column)?;
-    u64::try_from(v).map_err(|_| corrupt(format!("{column} is negative")))
-}
-
-fn opt_unsigned(row: &SqliteRow, column: &str) -> Result<Option<u64>> {
-    let v: Option<i64> = row.try_get(column)?;
-    v.map(|v| u64::try_from(v).map_err(|_| corrupt(format!("{column} is negative"))))
-        .transpose()
-}
-
-fn order_from_row(row: &SqliteRow) -> Result<OrderRecord> {
-    let video: String = row.try_get("video_id")?;
-    let status: String = row.try_get("status")?;
-    let phase: String = row.try_get("phase")?;
-    let service_id: i64 = row.try_get("service_id")?;
-    let attempts: i64 = row.try_get("attempts")?;
-    let checks: i64 = row.try_get("checks")?;
-    Ok(OrderRecord {
-        id: row.try_get("id")?,
-        key_id: row.try_get("key_id")?,
-        service_id: u32::try_from(service_id).map_err(corrupt)?,
-        video_id: VideoId::from_str(&video).map_err(|_| corrupt("video_id"))?,
-        link: row.try_get("link")?,
-        quantity: unsigned(row, "quantity")?,
-        charge: Money::from_units(row.try_get("charge")?),
-        refund: Money::from_units(row.try_get("refund")?),
-        status: status.parse().map_err(corrupt)?,
-        phase: phase.parse().map_err(corrupt)?,
-        start_count: opt_unsigned(row, "start_count")?,
-        last_count: opt_unsigned(row, "last_count")?,
-        remains: unsigned(row, "remains")?,
-        provider_order: row.try_get("provider_order")?,
-        attempts: u32::try_from(attempts).map_err(corrupt)?,
-        checks: u32::try_from(checks).map_err(corrupt)?,
-        claim: row.try_get("claim")?,
-        lease_owner: row.try_get("lease_owner")?,
-        deadline_at: row.try_get("deadline_at")?,
-        last_error: row.try_get("last_error")?,
-        db_now: row.try_get("db_now")?,
-    })
-}
-
-fn to_i64(v: u64, what: &str) -> Result<i64> {
-    i64::try_from(v).map_err(|_| corrupt(format!("{what} does not fit a database integer")))
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[async_trait]
@@ -144,14 +82,7 @@ impl Store for SqliteStore {
         .bind(key_hash)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| {
-            Ok(KeyRecord {
-                id: row.try_get("id")?,
-                key_hash: row.try_get("key_hash")?,
-                balance: Money::from_units(row.try_get("balance")?),
-            })
-        })
-        .transpose()
+        row.as_ref().map(key_from_row).transpose()
     }
 
     async fn has_open_order(&self, video: VideoId) -> Result<bool> {
@@ -221,7 +152,8 @@ impl Store for SqliteStore {
             .bind(order.charge.units())
             .bind(phase.as_str())
             .bind(start_count)
-            .bind(seen)
+            // Shown as the start count while queued; not a reading of this order's delivery.
+            .bind(if queued { seen } else { None })
             .fetch_one(&mut *tx)
             .await?;
 

@@ -28,6 +28,9 @@ use page::PageReading;
 const WEB_HOST: &str = "www.tiktok.com";
 const PAGE_HOSTS: [&str; 3] = ["www.tiktok.com", "tiktok.com", "m.tiktok.com"];
 
+/// Counts above this are treated as unreadable (it also keeps every count storable).
+const MAX_PLAUSIBLE_COUNT: u64 = 1 << 53;
+
 /// What reading a video's page gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reading {
@@ -148,16 +151,17 @@ impl Reader {
     }
 
     /// The play count, reusing one read within the configured time; concurrent calls for the
-    /// same video share one fetch. Transient failures are not cached.
+    /// same video share one fetch. Only counts are cached.
     pub async fn read(&self, video: VideoId) -> Reading {
         let result = self
             .counts
             .try_get_with(video, async {
+                // Only counts are kept: a video made public again must not read as private.
                 let reading = self.fetch_count(video).await;
-                if reading.is_transient() {
-                    Err(reading)
-                } else {
+                if matches!(reading, Reading::Count(_)) {
                     Ok(reading)
+                } else {
+                    Err(reading)
                 }
             })
             .await;
@@ -170,7 +174,7 @@ impl Reader {
     /// A new read of the play count, for verification, which must not see an older value.
     pub async fn read_fresh(&self, video: VideoId) -> Reading {
         let reading = self.fetch_count(video).await;
-        if !reading.is_transient() {
+        if matches!(reading, Reading::Count(_)) {
             self.counts.insert(video, reading.clone()).await;
         }
         reading
@@ -273,6 +277,10 @@ impl Reader {
                 Err(failed) => return failed,
             };
             return match page::read_page(&body) {
+                // No real post has this many plays; the page is not what it seems.
+                PageReading::Count(count) if count > MAX_PLAUSIBLE_COUNT => {
+                    Reading::Blocked(format!("implausible play count {count}"))
+                }
                 PageReading::Count(count) => Reading::Count(count),
                 PageReading::Private => Reading::Private,
                 PageReading::Region => Reading::Region,

@@ -242,6 +242,8 @@ impl Worker {
         match self.reader.read_fresh(order.video_id).await {
             Reading::Count(count) => {
                 order.start_count = Some(count);
+                // Whatever was seen while the order waited is no reading of its delivery.
+                order.last_count = None;
                 order.attempts = 0;
                 self.move_to(order, Phase::Place, Duration::ZERO, "start count read")
                     .await
@@ -301,7 +303,9 @@ impl Worker {
                     .await
             }
             Placement::Busy(why) | Placement::NotSent(why) => {
+                // Certainly not placed: back to waiting for placement.
                 order.phase = Phase::Place;
+                order.status = Phase::Place.open_status();
                 if order.attempts + 1 >= self.config.max_attempts {
                     return self
                         .cancel(order, &format!("the provider kept failing: {why}"))
@@ -472,34 +476,44 @@ impl Worker {
         }
     }
 
-    /// A play count that cannot be read never decides an order; it is tried again with
-    /// backoff, and only after the bound on tries is the order ended with the last count read.
+    /// A play count that cannot be read never decides an order. While TikTok refuses or fails
+    /// to answer, the read is retried with backoff for as long as that lasts. A video that
+    /// stays private, region-blocked or missing for the bound on tries ends the order with the
+    /// best evidence there is: the last count read, else the provider's own report (a client
+    /// cannot win a refund by hiding the video after delivery), else, when nothing at all is
+    /// known of a placement in doubt, a cancellation with a full refund.
     async fn unreadable_while_verifying(
         &self,
-        order: OrderRecord,
+        mut order: OrderRecord,
         reading: Reading,
     ) -> crate::store::Result<()> {
         let why = match reading {
-            Reading::Blocked(why) | Reading::Unavailable(why) => why,
-            Reading::Private => "the video became private".into(),
-            Reading::Region => "the video is not available here".into(),
-            Reading::Gone => "the video no longer exists".into(),
-            Reading::Count(_) => "unexpected count".into(),
+            Reading::Blocked(why) | Reading::Unavailable(why) => {
+                return self
+                    .retry(order, format!("play count not readable: {why}"))
+                    .await;
+            }
+            Reading::Private => "the video became private",
+            Reading::Region => "the video is not available here",
+            Reading::Gone => "the video no longer exists",
+            Reading::Count(_) => "unexpected count",
         };
         if order.attempts + 1 < self.config.max_attempts {
             return self
                 .retry(order, format!("play count not readable: {why}"))
                 .await;
         }
-        let remains = match (order.start_count, order.last_count) {
-            (Some(start), Some(last)) => match verdict(start, order.quantity, last) {
+
+        order.last_error = Some(format!("not verified: {why}"));
+        let remains = match (order.start_count, order.last_count, order.phase) {
+            (Some(start), Some(last), _) => match verdict(start, order.quantity, last) {
                 Verdict::Delivered => 0,
                 Verdict::Short { remains } => remains,
             },
+            // The provider reported the order done; `remains` holds what it said was left.
+            (_, None, Phase::Verify) => order.remains,
             _ => order.quantity,
         };
-        let mut order = order;
-        order.last_error = Some(format!("verification gave up: {why}"));
         if remains == 0 {
             self.complete(order).await
         } else {

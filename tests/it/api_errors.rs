@@ -3,15 +3,27 @@
 
 use serde_json::{Value, json};
 
-use crate::support::TestEnv;
+use crate::support::{Backend, TestEnv};
+
+crate::both!(
+    a_declared_body_past_the_limit_is_refused_at_once,
+    keys_are_checked_first,
+    requests_without_a_known_action_or_fields_are_incorrect,
+    add_refusals_use_the_panel_texts,
+    an_order_beyond_the_balance_is_refused,
+    order_ids_that_are_not_the_callers_are_incorrect,
+    multi_status_takes_at_most_100_ids,
+    huge_and_hostile_input_gets_a_json_error,
+    success_bodies_never_carry_an_error_key,
+    services_list_has_the_shapes_clients_compare,
+);
 
 fn error(text: &str) -> Value {
     json!({ "error": text })
 }
 
-#[tokio::test]
-async fn keys_are_checked_first() {
-    let env = TestEnv::start().await;
+async fn keys_are_checked_first(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let invalid = error("Invalid API key");
     assert_eq!(env.post_form(&[("action", "balance")]).await, invalid);
     assert_eq!(
@@ -40,9 +52,8 @@ async fn keys_are_checked_first() {
     );
 }
 
-#[tokio::test]
-async fn requests_without_a_known_action_or_fields_are_incorrect() {
-    let env = TestEnv::start().await;
+async fn requests_without_a_known_action_or_fields_are_incorrect(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let incorrect = error("Incorrect request");
     assert_eq!(env.call(&[]).await, incorrect);
     assert_eq!(env.call(&[("action", "")]).await, incorrect);
@@ -74,9 +85,8 @@ async fn requests_without_a_known_action_or_fields_are_incorrect() {
     );
 }
 
-#[tokio::test]
-async fn add_refusals_use_the_panel_texts() {
-    let env = TestEnv::start().await;
+async fn add_refusals_use_the_panel_texts(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let link = "https://www.tiktok.com/@someone/video/7571863205253778710";
     let cases: &[(&str, &str, &str, &str)] = &[
         ("9", link, "100", "Incorrect service ID"),
@@ -119,9 +129,8 @@ async fn add_refusals_use_the_panel_texts() {
     assert_eq!(env.balance().await, "100.00000");
 }
 
-#[tokio::test]
-async fn an_order_beyond_the_balance_is_refused() {
-    let env = TestEnv::start().await;
+async fn an_order_beyond_the_balance_is_refused(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let poor = env.new_key("0.05").await;
     let answer = env
         .call_as(
@@ -139,9 +148,8 @@ async fn an_order_beyond_the_balance_is_refused() {
     assert_eq!(balance, json!({"balance": "0.05000", "currency": "USD"}));
 }
 
-#[tokio::test]
-async fn order_ids_that_are_not_the_callers_are_incorrect() {
-    let env = TestEnv::start().await;
+async fn order_ids_that_are_not_the_callers_are_incorrect(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let id = env.add_ok("1", 42, "100").await;
     let other = env.new_key("1").await;
     let incorrect = error("Incorrect order ID");
@@ -164,9 +172,8 @@ async fn order_ids_that_are_not_the_callers_are_incorrect() {
     assert_eq!(env.status(&id).await["status"], "Pending");
 }
 
-#[tokio::test]
-async fn multi_status_takes_at_most_100_ids() {
-    let env = TestEnv::start().await;
+async fn multi_status_takes_at_most_100_ids(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let hundred: Vec<String> = (1..=100).map(|i| i.to_string()).collect();
     let answer = env
         .call(&[("action", "status"), ("orders", &hundred.join(","))])
@@ -188,9 +195,8 @@ async fn multi_status_takes_at_most_100_ids() {
     );
 }
 
-#[tokio::test]
-async fn huge_and_hostile_input_gets_a_json_error() {
-    let env = TestEnv::start().await;
+async fn huge_and_hostile_input_gets_a_json_error(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let megabyte_link = format!("https://www.tiktok.com/@a/video/1?{}", "x".repeat(1 << 20));
     assert_eq!(
         env.add("1", &megabyte_link, "100").await,
@@ -230,9 +236,8 @@ async fn huge_and_hostile_input_gets_a_json_error() {
     assert_eq!(env.balance().await, "100.00000");
 }
 
-#[tokio::test]
-async fn success_bodies_never_carry_an_error_key() {
-    let env = TestEnv::start().await;
+async fn success_bodies_never_carry_an_error_key(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let id = env.add_ok("1", 42, "100").await;
     let answers = [
         env.call(&[("action", "services")]).await,
@@ -245,9 +250,8 @@ async fn success_bodies_never_carry_an_error_key() {
     }
 }
 
-#[tokio::test]
-async fn services_list_has_the_shapes_clients_compare() {
-    let env = TestEnv::start().await;
+async fn services_list_has_the_shapes_clients_compare(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let services = env.call(&[("action", "services")]).await;
     let first = &services[0];
     assert_eq!(
@@ -257,4 +261,27 @@ async fn services_list_has_the_shapes_clients_compare() {
                 "refill": false, "cancel": false, "dripfeed": false})
     );
     assert_eq!(services.as_array().unwrap().len(), 3);
+}
+
+async fn a_declared_body_past_the_limit_is_refused_at_once(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = TestEnv::start(backend).await;
+    let address = env
+        .api
+        .trim_start_matches("http://")
+        .trim_end_matches("/api/v2")
+        .to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = "POST /api/v2 HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                Content-Length: 1000000000\r\n\r\nkey=x";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    // Answered without waiting for the gigabyte that will never come.
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("no answer within 5 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("application/json"), "{answer}");
 }

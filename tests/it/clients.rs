@@ -153,6 +153,13 @@ fn the_smmpy_client_places_and_follows_an_order() {
 #[test]
 fn sigterm_stops_the_server_cleanly() {
     let mut server = start_server();
+    // A client that never finishes its request head must not hold the shutdown up.
+    let address = server
+        .api
+        .trim_start_matches("http://")
+        .trim_end_matches("/api/v2");
+    let mut stalled = std::net::TcpStream::connect(address).unwrap();
+    std::io::Write::write_all(&mut stalled, b"GET /api/v2 HTTP/1.1\r\nHost: x\r\n").unwrap();
     let pid = server.child.id().to_string();
     assert!(
         Command::new("kill")

@@ -2,7 +2,15 @@
 
 use serde_json::{Value, json};
 
-use crate::support::TestEnv;
+use crate::support::{Backend, TestEnv};
+
+crate::both!(
+    json_is_read_however_it_is_labelled,
+    unknown_fields_cannot_crowd_out_known_ones,
+    every_path_and_encoding_answers_the_same,
+    json_bodies_may_carry_numbers_and_lists,
+    transport_faults_answer_json_errors,
+);
 
 async fn expect_balance(response: reqwest::Response) {
     assert_eq!(response.status(), 200);
@@ -11,9 +19,8 @@ async fn expect_balance(response: reqwest::Response) {
     assert_eq!(body, json!({"balance": "100.00000", "currency": "USD"}));
 }
 
-#[tokio::test]
-async fn every_path_and_encoding_answers_the_same() {
-    let env = TestEnv::start().await;
+async fn every_path_and_encoding_answers_the_same(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let root = env.api.trim_end_matches("/api/v2").to_string();
     for path in ["/api/v2", "/api/v2/", "/api", "/api/"] {
         let url = format!("{root}{path}");
@@ -53,9 +60,8 @@ async fn every_path_and_encoding_answers_the_same() {
     }
 }
 
-#[tokio::test]
-async fn json_bodies_may_carry_numbers_and_lists() {
-    let env = TestEnv::start().await;
+async fn json_bodies_may_carry_numbers_and_lists(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let body = json!({"key": env.key, "action": "add", "service": 1,
         "link": "https://www.tiktok.com/@a/video/77", "quantity": 100});
     let answer: Value = env
@@ -85,9 +91,8 @@ async fn json_bodies_may_carry_numbers_and_lists() {
     assert_eq!(answer["5"]["error"], "Incorrect order ID");
 }
 
-#[tokio::test]
-async fn transport_faults_answer_json_errors() {
-    let env = TestEnv::start().await;
+async fn transport_faults_answer_json_errors(backend: Backend) {
+    let env = TestEnv::start(backend).await;
 
     let response = env.http.put(&env.api).body("key=x").send().await.unwrap();
     assert_eq!(response.status(), 405);
@@ -133,4 +138,42 @@ async fn transport_faults_answer_json_errors() {
         .await
         .unwrap();
     assert!(!response.status().is_redirection());
+}
+
+async fn json_is_read_however_it_is_labelled(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let body = format!("{{\"key\": \"{}\", \"action\": \"balance\"}}", env.key);
+    for content_type in [None, Some("text/plain"), Some("application/vnd.api+json")] {
+        let mut request = env.http.post(&env.api).body(body.clone());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        expect_balance(request.send().await.unwrap()).await;
+    }
+    let with_bom = format!("\u{feff}{body}");
+    let response = env
+        .http
+        .post(&env.api)
+        .header("content-type", "application/json")
+        .body(with_bom)
+        .send()
+        .await
+        .unwrap();
+    expect_balance(response).await;
+}
+
+async fn unknown_fields_cannot_crowd_out_known_ones(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let mut form: Vec<(String, String)> =
+        (0..500).map(|i| (format!("junk{i}"), "x".into())).collect();
+    form.push(("key".into(), env.key.clone()));
+    form.push(("action".into(), "balance".into()));
+    expect_balance(env.http.post(&env.api).form(&form).send().await.unwrap()).await;
+
+    // `orders` left empty beside `order` reads the single order.
+    let id = env.add_ok("1", 55, "100").await;
+    let answer = env
+        .call(&[("action", "status"), ("order", &id), ("orders", "")])
+        .await;
+    assert_eq!(answer["status"], "Pending");
 }

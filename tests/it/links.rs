@@ -3,7 +3,12 @@
 use playpanel::tiktok::link::{Link, VideoId, parse_link};
 use serde_json::json;
 
-use crate::support::{TestEnv, shared_fixture};
+use crate::support::{Backend, TestEnv, shared_fixture};
+
+crate::both!(
+    every_corpus_link_gets_its_expected_answer,
+    no_link_makes_the_server_connect_where_it_names,
+);
 
 const ACTIVE: &str =
     "You have active order with this link. Please wait until order being completed.";
@@ -33,11 +38,10 @@ fn corpus() -> Option<Vec<Row>> {
     Some(rows)
 }
 
-#[tokio::test]
-async fn every_corpus_link_gets_its_expected_answer() {
+async fn every_corpus_link_gets_its_expected_answer(backend: Backend) {
     let Some(rows) = corpus() else { return };
     // Refusing a second order for an open video shows which links name the same video.
-    let env = TestEnv::start_with(|s| s.api.refuse_same_video = true).await;
+    let env = TestEnv::start_with(backend, |s| s.api.refuse_same_video = true).await;
 
     // Short links whose redirect leads somewhere that is not a post.
     let targets = [
@@ -103,9 +107,8 @@ async fn every_corpus_link_gets_its_expected_answer() {
     assert_eq!(checked, rows.len());
 }
 
-#[tokio::test]
-async fn no_link_makes_the_server_connect_where_it_names() {
-    let env = TestEnv::start().await;
+async fn no_link_makes_the_server_connect_where_it_names(backend: Backend) {
+    let env = TestEnv::start(backend).await;
 
     // A listener that counts every connection made to it.
     let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -4,13 +4,30 @@ use playpanel::sandbox::initial_plays;
 use playpanel::store::Next;
 use serde_json::json;
 
-use crate::support::TestEnv;
+use crate::support::{Backend, TestEnv};
+
+crate::both!(
+    a_video_made_public_again_can_be_ordered_at_once,
+    an_implausible_play_count_is_not_trusted,
+    an_order_moves_from_pending_to_completed,
+    multi_status_answers_each_id_as_written,
+    an_under_delivered_order_ends_partial_with_a_refund,
+    a_lagging_count_is_rechecked_before_partial,
+    an_order_the_provider_refuses_is_canceled_with_a_full_refund,
+    nothing_delivered_ends_canceled,
+    videos_that_cannot_be_ordered_are_refused_at_add,
+    a_blocked_page_defers_the_start_count_without_losing_the_order,
+    with_refusal_a_second_order_for_an_active_video_waits_for_the_first_to_end,
+    with_refusal_concurrent_adds_for_one_video_make_one_order,
+    a_placement_whose_answer_was_lost_is_never_placed_again,
+    a_worker_that_lost_its_lease_writes_nothing,
+    keys_are_stored_hashed,
+);
 
 const VIDEO: u64 = 7571863205253778710;
 
-#[tokio::test]
-async fn an_order_moves_from_pending_to_completed() {
-    let env = TestEnv::start().await;
+async fn an_order_moves_from_pending_to_completed(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let start = initial_plays(VIDEO);
 
     let id = env.add_ok("1", VIDEO, "1000").await;
@@ -39,9 +56,8 @@ async fn an_order_moves_from_pending_to_completed() {
     assert_eq!(env.sandbox.upstream_orders_for(VIDEO), 1);
 }
 
-#[tokio::test]
-async fn multi_status_answers_each_id_as_written() {
-    let env = TestEnv::start().await;
+async fn multi_status_answers_each_id_as_written(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let a = env.add_ok("1", 111, "100").await;
     let b = env.add_ok("2", 222, "200").await;
     let other = env.new_key("10").await;
@@ -75,9 +91,8 @@ async fn multi_status_answers_each_id_as_written() {
     }
 }
 
-#[tokio::test]
-async fn an_under_delivered_order_ends_partial_with_a_refund() {
-    let env = TestEnv::start().await;
+async fn an_under_delivered_order_ends_partial_with_a_refund(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let start = initial_plays(VIDEO);
 
     // Service 2's provider delivers 80% and still reports the order completed.
@@ -98,9 +113,8 @@ async fn an_under_delivered_order_ends_partial_with_a_refund() {
     assert_eq!(env.balance().await, "99.60000");
 }
 
-#[tokio::test]
-async fn a_lagging_count_is_rechecked_before_partial() {
-    let env = TestEnv::start().await;
+async fn a_lagging_count_is_rechecked_before_partial(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let id = env.add_ok("1", VIDEO, "1000").await;
 
     // Placed and reported done, but the count has not caught up at the first check.
@@ -120,9 +134,8 @@ async fn a_lagging_count_is_rechecked_before_partial() {
     assert_eq!(env.balance().await, "99.10000");
 }
 
-#[tokio::test]
-async fn an_order_the_provider_refuses_is_canceled_with_a_full_refund() {
-    let env = TestEnv::start().await;
+async fn an_order_the_provider_refuses_is_canceled_with_a_full_refund(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let id = env.add_ok("3", VIDEO, "500").await;
     assert_eq!(env.balance().await, "99.00000");
 
@@ -135,9 +148,8 @@ async fn an_order_the_provider_refuses_is_canceled_with_a_full_refund() {
     assert_eq!(env.sandbox.upstream_orders_for(VIDEO), 0);
 }
 
-#[tokio::test]
-async fn nothing_delivered_ends_canceled() {
-    let env = TestEnv::start().await;
+async fn nothing_delivered_ends_canceled(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let id = env.add_ok("1", VIDEO, "1000").await;
     env.app.worker.step().await.unwrap(); // place
     env.app.worker.step().await.unwrap(); // provider reports done
@@ -150,9 +162,8 @@ async fn nothing_delivered_ends_canceled() {
     assert_eq!(env.balance().await, "100.00000");
 }
 
-#[tokio::test]
-async fn videos_that_cannot_be_ordered_are_refused_at_add() {
-    let env = TestEnv::start().await;
+async fn videos_that_cannot_be_ordered_are_refused_at_add(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     for (video, state, text) in [
         (11u64, "private", "Video is private"),
         (12, "gone", "Video not found"),
@@ -169,9 +180,8 @@ async fn videos_that_cannot_be_ordered_are_refused_at_add() {
     assert_eq!(env.balance().await, "100.00000");
 }
 
-#[tokio::test]
-async fn a_blocked_page_defers_the_start_count_without_losing_the_order() {
-    let env = TestEnv::start().await;
+async fn a_blocked_page_defers_the_start_count_without_losing_the_order(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     env.set_video(VIDEO, json!({"state": "blocked", "plays": 5000}))
         .await;
 
@@ -193,9 +203,10 @@ async fn a_blocked_page_defers_the_start_count_without_losing_the_order() {
     assert_eq!(status["start_count"], "5000");
 }
 
-#[tokio::test]
-async fn with_refusal_a_second_order_for_an_active_video_waits_for_the_first_to_end() {
-    let env = TestEnv::start_with(|s| s.api.refuse_same_video = true).await;
+async fn with_refusal_a_second_order_for_an_active_video_waits_for_the_first_to_end(
+    backend: Backend,
+) {
+    let env = TestEnv::start_with(backend, |s| s.api.refuse_same_video = true).await;
     let active = json!({"error":
         "You have active order with this link. Please wait until order being completed."});
     env.add_ok("1", VIDEO, "100").await;
@@ -223,9 +234,8 @@ async fn with_refusal_a_second_order_for_an_active_video_waits_for_the_first_to_
     env.add_ok("1", VIDEO, "100").await;
 }
 
-#[tokio::test]
-async fn with_refusal_concurrent_adds_for_one_video_make_one_order() {
-    let env = TestEnv::start_with(|s| s.api.refuse_same_video = true).await;
+async fn with_refusal_concurrent_adds_for_one_video_make_one_order(backend: Backend) {
+    let env = TestEnv::start_with(backend, |s| s.api.refuse_same_video = true).await;
     let link = format!("https://www.tiktok.com/@x/video/{VIDEO}");
     let mut tasks = Vec::new();
     for _ in 0..20 {
@@ -263,9 +273,11 @@ async fn with_refusal_concurrent_adds_for_one_video_make_one_order() {
     assert_eq!(env.balance().await, "99.91000");
 }
 
-#[tokio::test]
-async fn a_placement_whose_answer_was_lost_is_never_placed_again() {
-    let env = TestEnv::start_with(|s| s.worker.watch_window = std::time::Duration::ZERO).await;
+async fn a_placement_whose_answer_was_lost_is_never_placed_again(backend: Backend) {
+    let env = TestEnv::start_with(backend, |s| {
+        s.worker.watch_window = std::time::Duration::ZERO
+    })
+    .await;
     let id = env.add_ok("1", VIDEO, "1000").await;
 
     // Play the crash: the upstream order goes out, then the worker dies before saving the
@@ -304,9 +316,8 @@ async fn a_placement_whose_answer_was_lost_is_never_placed_again() {
     assert_eq!(env.balance().await, "99.10000");
 }
 
-#[tokio::test]
-async fn a_worker_that_lost_its_lease_writes_nothing() {
-    let env = TestEnv::start().await;
+async fn a_worker_that_lost_its_lease_writes_nothing(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let id = env.add_ok("1", VIDEO, "100").await;
     let lease = std::time::Duration::ZERO;
 
@@ -338,12 +349,59 @@ async fn a_worker_that_lost_its_lease_writes_nothing() {
     assert_eq!(env.balance().await, "99.91000");
 }
 
-#[tokio::test]
-async fn keys_are_stored_hashed() {
-    let env = TestEnv::start().await;
-    let bytes = std::fs::read(&env.db_path).unwrap();
+async fn keys_are_stored_hashed(backend: Backend) {
+    use sqlx::Connection;
+    let env = TestEnv::start(backend).await;
+    let stored = match &env.pg_url {
+        // Every key row as text.
+        Some(url) => {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            let rows: Option<String> =
+                sqlx::query_scalar("SELECT string_agg(k::text, ' ') FROM api_keys AS k")
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+            rows.unwrap().into_bytes()
+        }
+        // The whole database file, and its write-ahead log.
+        None => {
+            let mut bytes = std::fs::read(&env.db_path).unwrap();
+            let wal = env.db_path.with_extension("db-wal");
+            bytes.extend(std::fs::read(wal).unwrap_or_default());
+            bytes
+        }
+    };
+    assert!(stored.len() > 64);
     let clear = env.key.as_bytes();
-    assert!(!bytes.windows(clear.len()).any(|w| w == clear));
+    assert!(!stored.windows(clear.len()).any(|w| w == clear));
     let hashed = playpanel::api::hash_key(&env.key);
     assert!(env.app.store.find_key(&hashed).await.unwrap().is_some());
+}
+
+async fn a_video_made_public_again_can_be_ordered_at_once(backend: Backend) {
+    let env = TestEnv::start_with(backend, |s| {
+        s.reader.count_ttl = std::time::Duration::from_secs(60);
+    })
+    .await;
+    env.set_video(VIDEO, json!({"state": "private"})).await;
+    let link = format!("https://www.tiktok.com/@a/video/{VIDEO}");
+    assert_eq!(
+        env.add("1", &link, "100").await,
+        json!({"error": "Video is private"})
+    );
+    env.set_video(VIDEO, json!({"state": "ok"})).await;
+    assert!(env.add("1", &link, "100").await.get("order").is_some());
+}
+
+async fn an_implausible_play_count_is_not_trusted(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    env.set_video(VIDEO, json!({"plays": 9_223_372_036_854_775_308u64}))
+        .await;
+    // Accepted, with the start count left for the worker, which keeps waiting for a sane one.
+    let id = env.add_ok("1", VIDEO, "100").await;
+    env.app.worker.step().await.unwrap();
+    let status = env.status(&id).await;
+    assert_eq!(status["status"], "Pending");
+    assert_eq!(status["start_count"], "0");
+    assert_eq!(env.sandbox.upstream_orders_for(VIDEO), 0);
 }

@@ -10,6 +10,109 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+/// Where a test keeps its data. Every behavioural test runs once on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named `async fn(Backend)` as two tests, `NAME::sqlite` and `NAME::postgres`.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name($crate::support::Backend::Sqlite).await
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    super::$name($crate::support::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+/// The PostgreSQL server tests make their databases on: `PLAYPANEL_TEST_POSTGRES`, by default
+/// the local server. `skip` leaves PostgreSQL out, except under `CI=true`, which always tests
+/// it and fails when it is unreachable.
+pub fn postgres_admin_url() -> Option<String> {
+    let url = std::env::var("PLAYPANEL_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+    if url == "skip" {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("PLAYPANEL_TEST_POSTGRES=skip is not allowed under CI=true");
+        }
+        eprintln!("skipping: PLAYPANEL_TEST_POSTGRES=skip");
+        return None;
+    }
+    Some(url)
+}
+
+/// A database of its own on the test PostgreSQL server, dropped when this is dropped.
+pub struct PgDatabase {
+    admin: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn create(admin: &str) -> PgDatabase {
+        use sqlx::Connection;
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut tag = [0u8; 4];
+        getrandom::fill(&mut tag).unwrap();
+        let name = format!(
+            "playpanel_test_{}_{n}_{}",
+            std::process::id(),
+            hex::encode(tag)
+        );
+        let mut conn = sqlx::PgConnection::connect(admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is unreachable: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut url = url::Url::parse(admin).unwrap();
+        url.set_path(&name);
+        PgDatabase {
+            admin: admin.to_string(),
+            name,
+            url: url.to_string(),
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Dropping needs a connection of its own, outside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async {
+                    use sqlx::Connection;
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                            .execute(&mut conn)
+                            .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
 pub struct TestEnv {
     pub app: Playpanel,
     pub sandbox: Sandbox,
@@ -18,8 +121,12 @@ pub struct TestEnv {
     pub api: String,
     pub key: String,
     pub http: reqwest::Client,
+    /// The PostgreSQL database's URL, when the test runs on PostgreSQL.
+    pub pg_url: Option<String>,
+    /// The SQLite file, for tests that look inside it.
     pub db_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
+    _pg: Option<PgDatabase>,
     cancel: CancellationToken,
 }
 
@@ -48,16 +155,20 @@ fn test_catalogue() -> Catalogue {
 impl TestEnv {
     /// A fresh environment whose sandbox delivers at once, with timings of zero so that
     /// stepping the worker moves orders without waiting.
-    pub async fn start() -> TestEnv {
-        Self::start_with(|_| {}).await
+    pub async fn start(backend: Backend) -> TestEnv {
+        Self::start_with(backend, |_| {}).await
     }
 
-    pub async fn start_with(tune: impl FnOnce(&mut Settings)) -> TestEnv {
-        Self::start_full(0, tune).await
+    pub async fn start_with(backend: Backend, tune: impl FnOnce(&mut Settings)) -> TestEnv {
+        Self::start_full(backend, 0, tune).await
     }
 
     /// With the sandbox's provider delivering `views_per_second` (0: at once).
-    pub async fn start_full(views_per_second: u64, tune: impl FnOnce(&mut Settings)) -> TestEnv {
+    pub async fn start_full(
+        backend: Backend,
+        views_per_second: u64,
+        tune: impl FnOnce(&mut Settings),
+    ) -> TestEnv {
         let cancel = CancellationToken::new();
         let sandbox = Sandbox::new(SandboxConfig { views_per_second });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -67,8 +178,19 @@ impl TestEnv {
 
         let dir = tempfile::tempdir().unwrap();
         let db_path = dir.path().join("playpanel.db");
-        let mut settings =
-            Settings::for_sandbox(&format!("sqlite://{}", db_path.display()), &sandbox_url);
+        // Without PostgreSQL (only allowed outside CI) its variant runs on SQLite again.
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => match postgres_admin_url() {
+                Some(admin) => Some(PgDatabase::create(&admin).await),
+                None => None,
+            },
+        };
+        let database = match &pg {
+            Some(pg) => pg.url.clone(),
+            None => format!("sqlite://{}", db_path.display()),
+        };
+        let mut settings = Settings::for_sandbox(&database, &sandbox_url);
         settings.catalogue = test_catalogue();
         settings.worker.progress_interval = Duration::ZERO;
         settings.worker.verify_grace = Duration::ZERO;
@@ -87,11 +209,12 @@ impl TestEnv {
         let api = format!("http://{}/api/v2", listener.local_addr().unwrap());
         let router = app.router();
         let stop = cancel.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        });
+        tokio::spawn(playpanel::api::serve(
+            listener,
+            router,
+            stop,
+            Duration::from_secs(5),
+        ));
 
         TestEnv {
             app,
@@ -100,8 +223,10 @@ impl TestEnv {
             api,
             key,
             http: reqwest::Client::new(),
+            pg_url: pg.as_ref().map(|pg| pg.url.clone()),
             db_path,
             _dir: dir,
+            _pg: pg,
             cancel,
         }
     }

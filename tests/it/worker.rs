@@ -9,13 +9,24 @@ use playpanel::store::Next;
 use playpanel::worker::Worker;
 use serde_json::{Value, json};
 
-use crate::support::TestEnv;
+use crate::support::{Backend, TestEnv};
+
+crate::both!(
+    a_video_hidden_after_delivery_ends_as_the_provider_reported,
+    a_blocked_reader_never_decides_an_order,
+    a_provider_busy_with_the_link_leaves_the_order_pending,
+    orders_on_one_video_are_verified_one_after_another,
+    a_lost_placement_that_never_arrived_is_placed_once,
+    a_lost_placement_the_provider_is_working_on_is_judged_by_the_count,
+    racing_workers_claim_each_order_once,
+    a_provider_that_keeps_failing_ends_orders_after_bounded_tries,
+    a_video_that_vanishes_mid_delivery_ends_after_bounded_tries,
+);
 
 const VIDEO: u64 = 7_300_000_000_000_000_001;
 
-#[tokio::test]
-async fn orders_on_one_video_are_verified_one_after_another() {
-    let env = TestEnv::start().await;
+async fn orders_on_one_video_are_verified_one_after_another(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let start = initial_plays(VIDEO);
 
     // The first goes to the provider that under-delivers; the second waits for it.
@@ -65,9 +76,8 @@ async fn crash_while_placing(env: &TestEnv) {
     assert!(env.app.store.save(&order, held).await.unwrap());
 }
 
-#[tokio::test]
-async fn a_lost_placement_that_never_arrived_is_placed_once() {
-    let env = TestEnv::start().await;
+async fn a_lost_placement_that_never_arrived_is_placed_once(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let id = env.add_ok("1", VIDEO, "1000").await;
     crash_while_placing(&env).await;
 
@@ -78,10 +88,12 @@ async fn a_lost_placement_that_never_arrived_is_placed_once() {
     assert_eq!(env.balance().await, "99.10000");
 }
 
-#[tokio::test]
-async fn a_lost_placement_the_provider_is_working_on_is_judged_by_the_count() {
+async fn a_lost_placement_the_provider_is_working_on_is_judged_by_the_count(backend: Backend) {
     // Slow delivery, so the first order is still active at the provider when asked again.
-    let env = TestEnv::start_full(1, |s| s.worker.watch_window = Duration::from_secs(3600)).await;
+    let env = TestEnv::start_full(backend, 1, |s| {
+        s.worker.watch_window = Duration::from_secs(3600)
+    })
+    .await;
     let id = env.add_ok("1", VIDEO, "1000").await;
     crash_while_placing(&env).await;
     let upstream = env.sandbox_url.join("api/v2").unwrap();
@@ -116,9 +128,8 @@ async fn a_lost_placement_the_provider_is_working_on_is_judged_by_the_count() {
     assert_eq!(env.sandbox.upstream_orders_for(VIDEO), 1);
 }
 
-#[tokio::test]
-async fn racing_workers_claim_each_order_once() {
-    let env = TestEnv::start().await;
+async fn racing_workers_claim_each_order_once(backend: Backend) {
+    let env = TestEnv::start(backend).await;
     let mut ids = Vec::new();
     for n in 0..40u64 {
         ids.push(
@@ -167,9 +178,8 @@ async fn racing_workers_claim_each_order_once() {
     assert_eq!(env.balance().await, expected.to_string());
 }
 
-#[tokio::test]
-async fn a_provider_that_keeps_failing_ends_orders_after_bounded_tries() {
-    let env = TestEnv::start_with(|s| {
+async fn a_provider_that_keeps_failing_ends_orders_after_bounded_tries(backend: Backend) {
+    let env = TestEnv::start_with(backend, |s| {
         s.worker.max_attempts = 4;
         s.worker.watch_window = Duration::ZERO;
     })
@@ -197,9 +207,8 @@ async fn a_provider_that_keeps_failing_ends_orders_after_bounded_tries() {
     assert_eq!(env.balance().await, "99.91000");
 }
 
-#[tokio::test]
-async fn a_video_that_vanishes_mid_delivery_ends_after_bounded_tries() {
-    let env = TestEnv::start_with(|s| s.worker.max_attempts = 3).await;
+async fn a_video_that_vanishes_mid_delivery_ends_after_bounded_tries(backend: Backend) {
+    let env = TestEnv::start_with(backend, |s| s.worker.max_attempts = 3).await;
     let id = env.add_ok("2", VIDEO, "1000").await;
     env.app.worker.step().await.unwrap(); // placed
     env.app.worker.step().await.unwrap(); // provider done
@@ -211,4 +220,57 @@ async fn a_video_that_vanishes_mid_delivery_ends_after_bounded_tries() {
     let status: Value = env.status(&id).await;
     assert_eq!(status["status"], "Partial");
     assert_eq!(status["remains"], "200");
+}
+
+async fn a_video_hidden_after_delivery_ends_as_the_provider_reported(backend: Backend) {
+    let env = TestEnv::start_with(backend, |s| s.worker.max_attempts = 3).await;
+    let id = env.add_ok("1", VIDEO, "1000").await;
+    env.app.worker.step().await.unwrap(); // placed
+    env.app.worker.step().await.unwrap(); // provider done, all delivered
+    // The client hides the video before any check: that must not earn a refund.
+    env.set_video(VIDEO, json!({"state": "private"})).await;
+    env.drive().await;
+    let status = env.status(&id).await;
+    assert_eq!(status["status"], "Completed", "{status}");
+    assert_eq!(env.balance().await, "99.10000");
+}
+
+async fn a_blocked_reader_never_decides_an_order(backend: Backend) {
+    let env = TestEnv::start_with(backend, |s| s.worker.max_attempts = 3).await;
+    let id = env.add_ok("1", VIDEO, "1000").await;
+    env.app.worker.step().await.unwrap(); // placed
+    env.app.worker.step().await.unwrap(); // provider done
+    env.set_video(VIDEO, json!({"state": "blocked"})).await;
+    // Far more tries than the bound: TikTok refusing to answer decides nothing.
+    for _ in 0..20 {
+        env.app.worker.step().await.unwrap();
+    }
+    assert_eq!(env.status(&id).await["status"], "In progress");
+
+    env.set_video(VIDEO, json!({"state": "ok"})).await;
+    env.drive().await;
+    assert_eq!(env.status(&id).await["status"], "Completed");
+}
+
+async fn a_provider_busy_with_the_link_leaves_the_order_pending(backend: Backend) {
+    let env = TestEnv::start_full(backend, 1, |_| {}).await;
+    // Someone else's order on the video is still being delivered at the provider.
+    let upstream = env.sandbox_url.join("api/v2").unwrap();
+    env.http
+        .post(upstream)
+        .form(&[
+            ("key", "k"),
+            ("action", "add"),
+            ("service", "1"),
+            ("link", &format!("https://www.tiktok.com/@/video/{VIDEO}")),
+            ("quantity", "100000"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let id = env.add_ok("1", VIDEO, "100").await;
+    env.app.worker.step().await.unwrap();
+    let status = env.status(&id).await;
+    assert_eq!(status["status"], "Pending", "{status}");
+    assert_eq!(env.sandbox.upstream_orders_for(VIDEO), 1);
 }

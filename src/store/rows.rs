@@ -1,0 +1,132 @@
+//! Reading order and key rows, the same for every backend: both store integers as 64-bit and
+//! text as text, so one decoder serves them all.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use super::{KeyRecord, OrderRecord, Result, StoreError};
+use crate::domain::Money;
+use crate::tiktok::link::VideoId;
+
+/// The columns every order query selects, in the order the decoder expects none of (it reads
+/// by name); `db_now` is added by each query from its backend's clock.
+macro_rules! order_columns {
+    () => {
+        "id, key_id, service_id, video_id, link, quantity, charge, refund, status, phase, \
+         start_count, last_count, remains, provider_order, attempts, checks, claim, lease_owner, \
+         deadline_at, last_error"
+    };
+}
+pub(crate) use order_columns;
+
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+pub(crate) fn to_i64(v: u64, what: &str) -> Result<i64> {
+    i64::try_from(v).map_err(|_| corrupt(format!("{what} does not fit a database integer")))
+}
+
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A row type whose integers and text decode as `i64` and `String`.
+pub(crate) trait PlainRow: Row
+where
+    for<'a> &'a str: ColumnIndex<Self>,
+{
+    fn int(&self, column: &str) -> Result<i64>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>>;
+    fn text(&self, column: &str) -> Result<String>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>>;
+}
+
+impl<R> PlainRow for R
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn int(&self, column: &str) -> Result<i64> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn opt_int(&self, column: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn text(&self, column: &str) -> Result<String> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn opt_text(&self, column: &str) -> Result<Option<String>> {
+        Ok(self.try_get(column)?)
+    }
+}
+
+fn unsigned<R: PlainRow>(row: &R, column: &str) -> Result<u64>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    u64::try_from(row.int(column)?).map_err(|_| corrupt(format!("{column} is negative")))
+}
+
+fn opt_unsigned<R: PlainRow>(row: &R, column: &str) -> Result<Option<u64>>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    row.opt_int(column)?
+        .map(|v| u64::try_from(v).map_err(|_| corrupt(format!("{column} is negative"))))
+        .transpose()
+}
+
+fn small<R: PlainRow>(row: &R, column: &str) -> Result<u32>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    u32::try_from(row.int(column)?).map_err(|_| corrupt(format!("{column} is out of range")))
+}
+
+pub(crate) fn order_from_row<R: PlainRow>(row: &R) -> Result<OrderRecord>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(OrderRecord {
+        id: row.int("id")?,
+        key_id: row.int("key_id")?,
+        service_id: small(row, "service_id")?,
+        video_id: VideoId::from_str(&row.text("video_id")?).map_err(|_| corrupt("video_id"))?,
+        link: row.text("link")?,
+        quantity: unsigned(row, "quantity")?,
+        charge: Money::from_units(row.int("charge")?),
+        refund: Money::from_units(row.int("refund")?),
+        status: row.text("status")?.parse().map_err(corrupt)?,
+        phase: row.text("phase")?.parse().map_err(corrupt)?,
+        start_count: opt_unsigned(row, "start_count")?,
+        last_count: opt_unsigned(row, "last_count")?,
+        remains: unsigned(row, "remains")?,
+        provider_order: row.opt_text("provider_order")?,
+        attempts: small(row, "attempts")?,
+        checks: small(row, "checks")?,
+        claim: row.int("claim")?,
+        lease_owner: row.opt_text("lease_owner")?,
+        deadline_at: row.opt_int("deadline_at")?,
+        last_error: row.opt_text("last_error")?,
+        db_now: row.int("db_now")?,
+    })
+}
+
+pub(crate) fn key_from_row<R: PlainRow>(row: &R) -> Result<KeyRecord>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(KeyRecord {
+        id: row.int("id")?,
+        key_hash: row.text("key_hash")?,
+        balance: Money::from_units(row.int("balance")?),
+    })
+}
