@@ -5,6 +5,7 @@ mod support;
 
 mod api_errors;
 mod clients;
+mod cluster;
 mod crash;
 mod encodings;
 mod links;
