@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use url::Url;
 
-use crate::api::{self, ApiConfig, ApiState};
+use crate::api::{self, ApiConfig, ApiState, Statuses};
 use crate::delivery::{Provider, UpstreamPanel};
 use crate::domain::Catalogue;
 use crate::store::{self, Store};
@@ -89,7 +89,9 @@ impl Playpanel {
             settings.worker,
             wake.clone(),
         );
+        let statuses = Statuses::new(store.clone(), settings.api.status_cache_ttl);
         let api = ApiState {
+            statuses,
             store: store.clone(),
             reader: reader.clone(),
             catalogue,

@@ -147,6 +147,9 @@ struct RunArgs {
     /// Seconds a worker's claim on an order lasts.
     #[arg(long, env = "PLAYPANEL_LEASE")]
     lease: Option<f64>,
+    /// Seconds a status answer may be reused by this process (0: always read afresh).
+    #[arg(long, env = "PLAYPANEL_STATUS_CACHE", default_value_t = 0.0)]
+    status_cache: f64,
     /// What to do with an order for a video that already has an open order: queue it behind
     /// that one (its start count is read when its turn comes) or refuse it.
     #[arg(
@@ -328,6 +331,7 @@ async fn assemble(
     w.lease = seconds(args.lease, w.lease)?;
     w.provider_refuses_duplicates |= args.provider_refuses_duplicates;
     settings.api.refuse_same_video = args.same_video == SameVideo::Refuse;
+    settings.api.status_cache_ttl = seconds(Some(args.status_cache), Duration::ZERO)?;
     let outside_calls = settings.reader.timeout * 3;
     if settings.worker.lease < outside_calls {
         warn!(

@@ -19,6 +19,8 @@ use tokio::sync::Notify;
 use tracing::{error, warn};
 
 use crate::domain::{Catalogue, Money};
+use std::collections::HashMap;
+
 use crate::store::{AddRefusal, KeyRecord, NewOrder, OrderRecord, Store, StoreError};
 use crate::tiktok::link::{self, Link, VideoId};
 use crate::tiktok::{Reader, Reading, Resolved};
@@ -55,6 +57,7 @@ pub struct ApiState {
     pub catalogue: Arc<Catalogue>,
     /// Woken after each accepted order so a worker picks it up at once.
     pub wake: Arc<Notify>,
+    pub statuses: Statuses,
     pub config: ApiConfig,
 }
 
@@ -68,6 +71,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Refuse an order for a video that already has an open one, instead of queueing it.
     pub refuse_same_video: bool,
+    /// How long a status answer may be reused by this process; zero reads every one afresh.
+    pub status_cache_ttl: Duration,
 }
 
 impl Default for ApiConfig {
@@ -77,6 +82,7 @@ impl Default for ApiConfig {
             add_read_budget: Duration::from_secs(5),
             max_body_bytes: 2 << 20,
             refuse_same_video: false,
+            status_cache_ttl: Duration::ZERO,
         }
     }
 }
@@ -173,7 +179,7 @@ async fn answer(state: &ApiState, request: Request) -> Result<Value, ApiError> {
         "services" => Ok(services(&state.catalogue)),
         "balance" => Ok(balance(&key)),
         "add" => add(state, &key, &params).await,
-        "status" => status(state.store.as_ref(), &key, &params).await,
+        "status" => status(&state.statuses, &key, &params).await,
         _ => Err(ApiError::panel(texts::INCORRECT_REQUEST)),
     }
 }
@@ -392,25 +398,75 @@ fn status_of(order: &OrderRecord) -> Value {
     })
 }
 
-async fn status(store: &dyn Store, key: &KeyRecord, params: &Params) -> Result<Value, ApiError> {
+/// Status answers, read for many ids in one query and, when configured, kept for a few
+/// seconds per process so clients polling the same orders cost no database reads.
+#[derive(Clone)]
+pub struct Statuses {
+    store: Arc<dyn Store>,
+    cache: Option<moka::future::Cache<(i64, i64), Value>>,
+}
+
+impl Statuses {
+    /// `ttl` of zero reads every answer from the database.
+    pub fn new(store: Arc<dyn Store>, ttl: Duration) -> Statuses {
+        let cache = (!ttl.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(ttl)
+                .build()
+        });
+        Statuses { store, cache }
+    }
+
+    /// The status answers of those `ids` that are the key's orders.
+    async fn lookup(&self, key_id: i64, ids: &[i64]) -> Result<HashMap<i64, Value>, StoreError> {
+        let mut answers = HashMap::new();
+        let mut missing = Vec::new();
+        for &id in ids {
+            match &self.cache {
+                Some(cache) => match cache.get(&(key_id, id)).await {
+                    Some(answer) => {
+                        answers.insert(id, answer);
+                    }
+                    None => missing.push(id),
+                },
+                None => missing.push(id),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(answers);
+        }
+        for order in self.store.orders(key_id, &missing).await? {
+            let answer = status_of(&order);
+            if let Some(cache) = &self.cache {
+                cache.insert((key_id, order.id), answer.clone()).await;
+            }
+            answers.insert(order.id, answer);
+        }
+        Ok(answers)
+    }
+}
+
+async fn status(statuses: &Statuses, key: &KeyRecord, params: &Params) -> Result<Value, ApiError> {
     let single = params.get_nonempty("order");
     if let Some(list) = params
         .get("orders")
         .filter(|l| single.is_none() || !l.trim().is_empty())
     {
-        return multi_status(store, key, list).await;
+        return multi_status(statuses, key, list).await;
     }
     let Some(raw) = single else {
         return Err(ApiError::panel(texts::INCORRECT_REQUEST));
     };
     let id = parse_order_id(raw).ok_or_else(|| ApiError::panel(texts::INCORRECT_ORDER))?;
-    match store.order(key.id, id).await? {
-        Some(order) => Ok(status_of(&order)),
-        None => Err(ApiError::panel(texts::INCORRECT_ORDER)),
-    }
+    statuses
+        .lookup(key.id, &[id])
+        .await?
+        .remove(&id)
+        .ok_or_else(|| ApiError::panel(texts::INCORRECT_ORDER))
 }
 
-async fn multi_status(store: &dyn Store, key: &KeyRecord, list: &str) -> Result<Value, ApiError> {
+async fn multi_status(statuses: &Statuses, key: &KeyRecord, list: &str) -> Result<Value, ApiError> {
     let written: Vec<&str> = list
         .split(',')
         .map(str::trim)
@@ -424,14 +480,12 @@ async fn multi_status(store: &dyn Store, key: &KeyRecord, list: &str) -> Result<
     }
 
     let ids: Vec<i64> = written.iter().filter_map(|w| parse_order_id(w)).collect();
-    let found = store.orders(key.id, &ids).await?;
-    let by_id: std::collections::HashMap<i64, &OrderRecord> =
-        found.iter().map(|o| (o.id, o)).collect();
+    let found = statuses.lookup(key.id, &ids).await?;
 
     let mut answer = Map::new();
     for w in written {
-        let entry = match parse_order_id(w).and_then(|id| by_id.get(&id)) {
-            Some(order) => status_of(order),
+        let entry = match parse_order_id(w).and_then(|id| found.get(&id)) {
+            Some(status) => status.clone(),
             None => json!({ "error": texts::INCORRECT_ORDER }),
         };
         answer.insert(w.to_string(), entry);

@@ -138,9 +138,6 @@ pub trait Store: Send + Sync + 'static {
         refuse_if_open: bool,
     ) -> Result<std::result::Result<i64, AddRefusal>>;
 
-    /// One order of one key.
-    async fn order(&self, key_id: i64, id: i64) -> Result<Option<OrderRecord>>;
-
     /// The orders among `ids` that belong to the key, in one query.
     async fn orders(&self, key_id: i64, ids: &[i64]) -> Result<Vec<OrderRecord>>;
 

@@ -191,22 +191,6 @@ impl Store for PostgresStore {
         Ok(Ok(id))
     }
 
-    async fn order(&self, key_id: i64, id: i64) -> Result<Option<OrderRecord>> {
-        let sql = concat!(
-            "SELECT ",
-            order_columns!(),
-            ", ",
-            now!(),
-            " AS db_now FROM orders WHERE id = $1 AND key_id = $2"
-        );
-        let row = sqlx::query(sql)
-            .bind(id)
-            .bind(key_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(order_from_row).transpose()
-    }
-
     async fn orders(&self, key_id: i64, ids: &[i64]) -> Result<Vec<OrderRecord>> {
         if ids.is_empty() {
             return Ok(Vec::new());

@@ -7,6 +7,8 @@ use serde_json::json;
 use crate::support::{Backend, TestEnv};
 
 crate::both!(
+    a_database_of_a_newer_schema_is_refused,
+    status_answers_may_be_reused_for_a_while,
     a_video_made_public_again_can_be_ordered_at_once,
     an_implausible_play_count_is_not_trusted,
     an_order_moves_from_pending_to_completed,
@@ -404,4 +406,59 @@ async fn an_implausible_play_count_is_not_trusted(backend: Backend) {
     assert_eq!(status["status"], "Pending");
     assert_eq!(status["start_count"], "0");
     assert_eq!(env.sandbox.upstream_orders_for(VIDEO), 0);
+}
+
+async fn status_answers_may_be_reused_for_a_while(backend: Backend) {
+    let env = TestEnv::start_with(backend, |s| {
+        s.api.status_cache_ttl = std::time::Duration::from_secs(600);
+    })
+    .await;
+    let id = env.add_ok("1", VIDEO, "100").await;
+    let other = env.new_key("1").await;
+    assert_eq!(env.status(&id).await["status"], "Pending");
+    env.drive().await;
+
+    // The answer read before the order moved is reused, for its own key only.
+    assert_eq!(env.status(&id).await["status"], "Pending");
+    let list = format!("{id},77777");
+    let answer = env.call(&[("action", "status"), ("orders", &list)]).await;
+    assert_eq!(answer[&id]["status"], "Pending");
+    assert_eq!(answer["77777"]["error"], "Incorrect order ID");
+    let foreign = env
+        .call_as(&other, &[("action", "status"), ("order", &id)])
+        .await;
+    assert_eq!(foreign, json!({"error": "Incorrect order ID"}));
+}
+
+async fn a_database_of_a_newer_schema_is_refused(backend: Backend) {
+    use sqlx::Connection;
+    let env = TestEnv::start(backend).await;
+    // A later playpanel migrated this database further.
+    let record = "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+                  execution_time) VALUES (9999, 'from the future', true, '\\x00', 0)";
+    let url = match &env.pg_url {
+        Some(url) => {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query(record).execute(&mut conn).await.unwrap();
+            url.clone()
+        }
+        None => {
+            let url = format!("sqlite://{}", env.db_path.display());
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            let record = record.replace("'\\x00'", "x'00'");
+            sqlx::query(sqlx::AssertSqlSafe(record))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            url
+        }
+    };
+    let refused = playpanel::store::open(&url)
+        .await
+        .err()
+        .expect("opened a newer schema");
+    assert!(
+        refused.to_string().contains("schema version 9999"),
+        "{refused}"
+    );
 }
