@@ -3,46 +3,13 @@
 //! killed mid-run. Every order ends once, placed once, and the money adds up.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use crate::support::{PgDatabase, postgres_admin_url};
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `playpanel ARGS` and returns it with the rest of each line starting with a prefix.
-fn spawn(args: &[&str], wanted: &[&str]) -> (Process, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_playpanel"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut found = Vec::new();
-    for prefix in wanted {
-        loop {
-            let line = lines.next().expect("process exited early").unwrap();
-            if let Some(rest) = line.strip_prefix(prefix) {
-                found.push(rest.trim().to_string());
-                break;
-            }
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    (Process(child), found)
-}
+use crate::support::{PgDatabase, postgres_admin_url, spawn, spawn_with};
 
 fn key_create(database: &str, balance: &str) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_playpanel"))
@@ -273,4 +240,131 @@ async fn three_processes_share_one_postgres() {
             .unwrap();
     }
     assert_eq!(balances + spent, opening);
+}
+
+/// A process whose clock is `offset` off (`+10m`, `-10m`), through libfaketime.
+fn skewed(offset: &'static str) -> Option<[&'static str; 3]> {
+    let found = Command::new("faketime").args(["-f", "+0", "true"]).status();
+    if !found.is_ok_and(|s| s.success()) {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("faketime is not installed");
+        }
+        eprintln!("skipping: faketime is not installed");
+        return None;
+    }
+    Some(["faketime", "-f", offset])
+}
+
+#[tokio::test]
+async fn workers_with_wrong_clocks_share_orders_safely() {
+    let Some(admin) = postgres_admin_url() else {
+        return;
+    };
+    let (Some(ahead), Some(behind)) = (skewed("+10m"), skewed("-10m")) else {
+        return;
+    };
+    let db = PgDatabase::create(&admin).await;
+    let database = db.url.as_str();
+
+    let (_sandbox, found) = spawn(
+        &[
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--views-per-second",
+            "1000",
+        ],
+        &["sandbox listening on "],
+    );
+    let sandbox = format!("{}/", found[0]);
+    let (_api, found) = spawn(
+        &[
+            "serve",
+            "--no-worker",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            database,
+            "--sandbox-url",
+            &sandbox,
+        ],
+        &[
+            "demo API key (balance 100.00000 USD): ",
+            "playpanel listening on ",
+        ],
+    );
+    let (key, api) = (found[0].clone(), found[1].clone());
+
+    // Leases of two seconds: a worker trusting its own clock would see every lease of the
+    // other as long expired (or never expiring) and take orders that are being worked on.
+    let worker = [
+        "worker",
+        "--database",
+        database,
+        "--sandbox-url",
+        &sandbox,
+        "--lease",
+        "2",
+        "--progress-interval",
+        "0.1",
+        "--verify-grace",
+        "0.3",
+        "--watch-window",
+        "3",
+    ];
+    let (fast, _) = spawn_with(&ahead, &worker, &[]);
+    let mut fast = Some(fast);
+    let (_slow, _) = spawn_with(&behind, &worker, &[]);
+
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for n in 0..40u64 {
+        let link = format!("https://www.tiktok.com/@skew/video/{}", 4_200_000 + n);
+        let form = [
+            ("key", key.as_str()),
+            ("action", "add"),
+            ("service", "1"),
+            ("link", link.as_str()),
+            ("quantity", "300"),
+        ];
+        let answer = call(&http, &api, &form).await;
+        ids.push(answer["order"].as_str().unwrap().to_string());
+        if n == 20 {
+            // The worker that is ahead is killed mid-run; the one behind must rescue its
+            // orders once their leases run out by the database's clock.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            drop(fast.take());
+        }
+    }
+
+    let list = ids.join(",");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let answer = loop {
+        let form = [
+            ("key", key.as_str()),
+            ("action", "status"),
+            ("orders", list.as_str()),
+        ];
+        let answer = call(&http, &api, &form).await;
+        if ids.iter().all(|id| answer[id]["status"] == "Completed") {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "orders not completed: {answer}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(answer.as_object().unwrap().len(), 40);
+
+    let placed: Value = http
+        .get(format!("{sandbox}sandbox/upstream/orders"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        placed.as_array().unwrap().len(),
+        40,
+        "each order placed exactly once"
+    );
 }

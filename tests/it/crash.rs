@@ -2,44 +2,12 @@
 //! order still ends once, is placed upstream exactly once and is refunded at most once.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `playpanel ARGS`, returning it and the first line that starts with `prefix` (rest).
-fn spawn(args: &[&str], wanted: &[&str]) -> (Process, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_playpanel"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut found = Vec::new();
-    for prefix in wanted {
-        loop {
-            let line = lines.next().expect("process exited early").unwrap();
-            if let Some(rest) = line.strip_prefix(prefix) {
-                found.push(rest.trim().to_string());
-                break;
-            }
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    (Process(child), found)
-}
-
+use crate::support::spawn;
 fn post(url: &str, form: &[(&str, &str)]) -> Value {
     let body: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)

@@ -335,3 +335,53 @@ pub fn shared_fixture(name: &str) -> Option<std::path::PathBuf> {
     eprintln!("skipping: fixture {} is not present", path.display());
     None
 }
+
+/// A child process, killed when dropped.
+pub struct Process(pub std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `PROGRAM ARGS` (the playpanel binary unless `program` says otherwise) and returns it
+/// with the rest of the first line of its output starting with each of `wanted`, in order.
+pub fn spawn_with(program: &[&str], args: &[&str], wanted: &[&str]) -> (Process, Vec<String>) {
+    use std::io::BufRead;
+    let mut command = match program.split_first() {
+        Some((first, rest)) => {
+            let mut command = std::process::Command::new(first);
+            command.args(rest).arg(env!("CARGO_BIN_EXE_playpanel"));
+            command
+        }
+        None => std::process::Command::new(env!("CARGO_BIN_EXE_playpanel")),
+    };
+    let mut child = command
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut found = Vec::new();
+    for prefix in wanted {
+        loop {
+            let line = lines.next().expect("process exited early").unwrap();
+            if let Some(rest) = line.strip_prefix(prefix) {
+                found.push(rest.trim().to_string());
+                break;
+            }
+        }
+    }
+    // Keep draining the output so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Process(child), found)
+}
+
+/// `playpanel ARGS`, as [`spawn_with`].
+pub fn spawn(args: &[&str], wanted: &[&str]) -> (Process, Vec<String>) {
+    spawn_with(&[], args, wanted)
+}
