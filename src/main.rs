@@ -186,6 +186,9 @@ struct SandboxArgs {
     /// Views the sandbox's upstream delivers per second per order (0: at once).
     #[arg(long, env = "PLAYPANEL_SANDBOX_SPEED", default_value_t = 500)]
     views_per_second: u64,
+    /// Milliseconds each video page takes to answer.
+    #[arg(long, env = "PLAYPANEL_SANDBOX_PAGE_DELAY_MS", default_value_t = 0)]
+    page_delay_ms: u64,
 }
 
 fn seconds(value: Option<f64>, default: Duration) -> anyhow::Result<Duration> {
@@ -216,6 +219,7 @@ async fn main() -> anyhow::Result<()> {
             println!("sandbox listening on http://{}", listener.local_addr()?);
             let config = SandboxConfig {
                 views_per_second: args.views_per_second,
+                page_delay: Duration::from_millis(args.page_delay_ms),
             };
             Sandbox::new(config).serve(listener, cancel).await?;
             Ok(())

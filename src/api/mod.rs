@@ -94,6 +94,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v2/", any(panel))
         .route("/api", any(panel))
         .route("/api/", any(panel))
+        .route("/healthz", axum::routing::get(healthz))
+        .route("/readyz", axum::routing::get(readyz))
         .fallback(not_found)
         .with_state(state)
 }
@@ -144,6 +146,22 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
         body.to_string(),
     )
         .into_response()
+}
+
+/// The process is up: a fixed answer, also the cheapest request the server can serve.
+async fn healthz() -> Response {
+    json_response(StatusCode::OK, &json!({ "status": "ok" }))
+}
+
+/// The database answers (with the schema this process migrated to at start).
+async fn readyz(State(state): State<ApiState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => json_response(StatusCode::OK, &json!({ "status": "ready" })),
+        Err(e) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "status": "unavailable", "error": e.to_string() }),
+        ),
+    }
 }
 
 async fn not_found() -> Response {

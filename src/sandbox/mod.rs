@@ -69,12 +69,15 @@ struct ShortUpdate {
 pub struct SandboxConfig {
     /// Views the upstream panel delivers per second per order; 0 delivers at once.
     pub views_per_second: u64,
+    /// How long each video page takes to answer, as TikTok's do.
+    pub page_delay: std::time::Duration,
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
             views_per_second: 500,
+            page_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -198,6 +201,7 @@ impl Sandbox {
             .route("/sandbox/shorts/{code}", axum::routing::put(put_short))
             .route("/sandbox/upstream", axum::routing::put(put_upstream))
             .route("/sandbox/upstream/orders", get(upstream_orders))
+            .route("/sandbox/stats", get(stats))
             .route("/api/v2", any(upstream::panel))
             .route("/api/v2/", any(upstream::panel))
             .route("/api", any(upstream::panel))
@@ -293,6 +297,14 @@ async fn upstream_orders(State(sandbox): State<Sandbox>) -> Response {
         })
         .collect();
     json_answer(StatusCode::OK, json!(orders))
+}
+
+/// Counters for benchmarks: page requests served so far.
+async fn stats(State(sandbox): State<Sandbox>) -> Response {
+    json_answer(
+        StatusCode::OK,
+        json!({ "page_requests": sandbox.page_requests() }),
+    )
 }
 
 async fn put_short(

@@ -15,12 +15,11 @@ pub async fn video_page(
     let Some(id) = parse_id(&id).filter(|_| user.starts_with('@')) else {
         return html(StatusCode::NOT_FOUND, not_found_page());
     };
-    let video = {
-        let mut world = sandbox.world();
-        world.page_requests += 1;
-        drop(world);
-        sandbox.video(id)
-    };
+    sandbox.world().page_requests += 1;
+    if !sandbox.config.page_delay.is_zero() {
+        tokio::time::sleep(sandbox.config.page_delay).await;
+    }
+    let video = sandbox.video(id);
     let detail = match video.state {
         VideoState::Ok => json!({
             "statusCode": 0,

@@ -124,6 +124,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn key_count(&self) -> Result<i64>;
 
+    /// Succeeds when the database answers.
+    async fn ping(&self) -> Result<()>;
+
     /// The key with this hash, if it exists and is not revoked.
     async fn find_key(&self, key_hash: &str) -> Result<Option<KeyRecord>>;
 

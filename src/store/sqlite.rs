@@ -75,6 +75,11 @@ impl Store for SqliteStore {
             .await?)
     }
 
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn find_key(&self, key_hash: &str) -> Result<Option<KeyRecord>> {
         let row = sqlx::query(
             "SELECT id, key_hash, balance FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use crate::support::{Backend, TestEnv};
 
 crate::both!(
+    health_and_readiness_answer,
     json_is_read_however_it_is_labelled,
     unknown_fields_cannot_crowd_out_known_ones,
     every_path_and_encoding_answers_the_same,
@@ -176,4 +177,17 @@ async fn unknown_fields_cannot_crowd_out_known_ones(backend: Backend) {
         .call(&[("action", "status"), ("order", &id), ("orders", "")])
         .await;
     assert_eq!(answer["status"], "Pending");
+}
+
+async fn health_and_readiness_answer(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let root = env.api.trim_end_matches("/api/v2");
+    for (path, expected) in [
+        ("/healthz", json!({"status": "ok"})),
+        ("/readyz", json!({"status": "ready"})),
+    ] {
+        let response = env.http.get(format!("{root}{path}")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.json::<Value>().await.unwrap(), expected);
+    }
 }

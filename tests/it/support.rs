@@ -170,7 +170,10 @@ impl TestEnv {
         tune: impl FnOnce(&mut Settings),
     ) -> TestEnv {
         let cancel = CancellationToken::new();
-        let sandbox = Sandbox::new(SandboxConfig { views_per_second });
+        let sandbox = Sandbox::new(SandboxConfig {
+            views_per_second,
+            ..SandboxConfig::default()
+        });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sandbox_url =
             Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
