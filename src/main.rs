@@ -129,6 +129,12 @@ struct RunArgs {
     /// TikTok page requests per second, across all videos.
     #[arg(long, env = "PLAYPANEL_TIKTOK_RATE")]
     tiktok_rate: Option<u32>,
+    /// Seconds a play count read for one `add` may serve the next ones for the same video.
+    #[arg(long, env = "PLAYPANEL_COUNT_TTL")]
+    count_ttl: Option<f64>,
+    /// Seconds all page reads pause after TikTok refuses one (doubling while refusals go on).
+    #[arg(long, env = "PLAYPANEL_BREAKER")]
+    breaker: Option<f64>,
     /// User-Agent sent with TikTok page requests.
     #[arg(long, env = "PLAYPANEL_USER_AGENT")]
     user_agent: Option<String>,
@@ -324,6 +330,9 @@ async fn assemble(
     if let Some(rate) = args.tiktok_rate {
         settings.reader.rate_per_second = rate;
     }
+    let r = &mut settings.reader;
+    r.count_ttl = seconds(args.count_ttl, r.count_ttl)?;
+    r.breaker_base = seconds(args.breaker, r.breaker_base)?;
     if let Some(agent) = &args.user_agent {
         settings.reader.user_agent = agent.clone();
     }

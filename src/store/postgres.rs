@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::rows::{key_from_row, millis, order_columns, order_from_row, to_i64};
+use super::rows::{bind_save, key_from_row, millis, order_columns, order_from_row, to_i64};
 use super::{AddRefusal, KeyRecord, NewOrder, Next, OrderRecord, Result, Store};
 use crate::domain::{Money, Phase};
 use crate::tiktok::link::VideoId;
@@ -298,33 +298,7 @@ impl Store for PostgresStore {
             " WHERE id = $13 AND claim = $14 AND lease_owner = $15 AND phase <> 'done'"
         );
         let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(sql)
-            .bind(order.status.as_str())
-            .bind(order.phase.as_str())
-            .bind(
-                order
-                    .start_count
-                    .map(|c| to_i64(c, "start_count"))
-                    .transpose()?,
-            )
-            .bind(
-                order
-                    .last_count
-                    .map(|c| to_i64(c, "last_count"))
-                    .transpose()?,
-            )
-            .bind(to_i64(order.remains, "remains")?)
-            .bind(&order.provider_order)
-            .bind(i64::from(order.attempts))
-            .bind(i64::from(order.checks))
-            .bind(&order.last_error)
-            .bind(next.refund.units())
-            .bind(millis(next.after))
-            .bind(next.deadline_in.map(millis))
-            .bind(order.id)
-            .bind(order.claim)
-            .bind(&order.lease_owner)
-            .bind(next.keep_lease)
+        let updated = bind_save(sqlx::query(sql), order, &next)?
             .execute(&mut *tx)
             .await?;
         if updated.rows_affected() != 1 {

@@ -4,9 +4,9 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::{ColumnIndex, Decode, Row, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Row, Type};
 
-use super::{KeyRecord, OrderRecord, Result, StoreError};
+use super::{KeyRecord, Next, OrderRecord, Result, StoreError};
 use crate::domain::Money;
 use crate::tiktok::link::VideoId;
 
@@ -129,4 +129,43 @@ where
         key_hash: row.text("key_hash")?,
         balance: Money::from_units(row.int("balance")?),
     })
+}
+
+/// A statement with its arguments, on any backend.
+pub(crate) type Statement<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>::Arguments>;
+
+/// Binds a worker's save, the same sixteen values in the same order on every backend: status,
+/// phase, start and last count, remains, provider order, attempts, checks, last error, refund,
+/// delay and deadline (milliseconds), then the fence (id, claim, owner) and whether to keep
+/// the lease.
+pub(crate) fn bind_save<'q, DB: Database>(
+    statement: Statement<'q, DB>,
+    order: &OrderRecord,
+    next: &Next,
+) -> Result<Statement<'q, DB>>
+where
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
+    for<'t> bool: Encode<'t, DB> + Type<DB>,
+{
+    let count = |c: Option<u64>, what| c.map(|c| to_i64(c, what)).transpose();
+    Ok(statement
+        .bind(order.status.as_str().to_string())
+        .bind(order.phase.as_str().to_string())
+        .bind(count(order.start_count, "start_count")?)
+        .bind(count(order.last_count, "last_count")?)
+        .bind(to_i64(order.remains, "remains")?)
+        .bind(order.provider_order.clone())
+        .bind(i64::from(order.attempts))
+        .bind(i64::from(order.checks))
+        .bind(order.last_error.clone())
+        .bind(next.refund.units())
+        .bind(millis(next.after))
+        .bind(next.deadline_in.map(millis))
+        .bind(order.id)
+        .bind(order.claim)
+        .bind(order.lease_owner.clone())
+        .bind(next.keep_lease))
 }

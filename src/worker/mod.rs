@@ -291,12 +291,7 @@ impl Worker {
                 info!(order.id = order.id, video.id = %order.video_id, from = %from,
                     to = %OrderStatus::InProgress, provider.order = %id,
                     "order placed with the provider");
-                order.provider_order = Some(id);
-                order.attempts = 0;
-                order.last_error = None;
-                let after = self.config.progress_interval;
-                self.move_to(order, Phase::Deliver, after, "placed with the provider")
-                    .await
+                self.placed(order, id).await
             }
             Placement::Refused(why) => {
                 self.cancel(order, &format!("the provider refused the order: {why}"))
@@ -315,6 +310,16 @@ impl Worker {
             }
             Placement::Unknown(why) => self.start_watch(order, why).await,
         }
+    }
+
+    /// Records the provider's order id and starts following the delivery.
+    async fn placed(&self, mut order: OrderRecord, id: String) -> crate::store::Result<()> {
+        order.provider_order = Some(id);
+        order.attempts = 0;
+        order.last_error = None;
+        let after = self.config.progress_interval;
+        self.move_to(order, Phase::Deliver, after, "placed with the provider")
+            .await
     }
 
     /// An order found in `Placing`: an earlier worker sent the placement and died (or lost its
@@ -348,12 +353,7 @@ impl Worker {
             Placement::Placed(id) => {
                 info!(order.id = order.id, video.id = %order.video_id, provider.order = %id,
                     "the lost placement had not arrived; placed now, once");
-                order.provider_order = Some(id);
-                order.attempts = 0;
-                order.last_error = None;
-                let after = self.config.progress_interval;
-                self.move_to(order, Phase::Deliver, after, "placed with the provider")
-                    .await
+                self.placed(order, id).await
             }
             Placement::Busy(why) if why.to_ascii_lowercase().contains("active order") => {
                 let why = format!("{lost}; the provider has an active order on the link");
