@@ -42,6 +42,73 @@ pub struct KeyRecord {
     pub balance: Money,
 }
 
+/// Why a key's balance changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerKind {
+    /// Money paid in by the operator.
+    TopUp,
+    /// An order's price, taken at `add`.
+    Charge,
+    /// Money given back for views not delivered.
+    Refund,
+    /// A correction by the operator, either way.
+    Adjustment,
+}
+
+impl LedgerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerKind::TopUp => "topup",
+            LedgerKind::Charge => "charge",
+            LedgerKind::Refund => "refund",
+            LedgerKind::Adjustment => "adjustment",
+        }
+    }
+}
+
+/// What asking to cancel an order did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// No such order for this key.
+    NotFound,
+    /// The order had ended already.
+    Ended,
+    /// Not yet handed to anyone: canceled now, with a full refund.
+    Canceled,
+    /// In a worker's hands or at the provider: the worker will cancel what it can.
+    Requested,
+}
+
+/// One change of an order's status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderEvent {
+    pub at: i64,
+    pub from: Option<String>,
+    pub to: String,
+    pub cause: Option<String>,
+}
+
+/// One balance change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerEntry {
+    pub at: i64,
+    pub key_id: i64,
+    pub order_id: Option<i64>,
+    pub kind: String,
+    pub amount: Money,
+    pub note: Option<String>,
+}
+
+/// A key as operators list it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeySummary {
+    pub id: i64,
+    pub balance: Money,
+    pub created_at: i64,
+    pub revoked: bool,
+    pub orders: i64,
+}
+
 /// An order to be stored by `add`, already priced and checked.
 #[derive(Debug, Clone)]
 pub struct NewOrder {
@@ -88,6 +155,10 @@ pub struct OrderRecord {
     pub lease_owner: Option<String>,
     pub deadline_at: Option<i64>,
     pub last_error: Option<String>,
+    /// The client asked to cancel; the worker acts on it at the next step.
+    pub cancel_requested: bool,
+    /// Why the status last changed, recorded in the order's history with the change.
+    pub cause: Option<String>,
     /// The database's clock when this row was read, in milliseconds.
     pub db_now: i64,
 }
@@ -159,6 +230,34 @@ pub trait Store: Send + Sync + 'static {
     async fn watch_new_orders(&self, wake: std::sync::Arc<tokio::sync::Notify>) {
         let _ = wake;
     }
+
+    /// Cancels an order that no one has started on, with a full refund, or marks it for the
+    /// worker to cancel what it still can.
+    async fn cancel_order(&self, key_id: i64, id: i64) -> Result<CancelOutcome>;
+
+    /// Adds `amount` (negative to take away) to a key's balance with a ledger entry. `None`
+    /// when there is no such key, or when the balance would go below zero.
+    async fn adjust_balance(
+        &self,
+        key_hash: &str,
+        amount: Money,
+        kind: LedgerKind,
+        note: &str,
+    ) -> Result<Option<Money>>;
+
+    async fn list_keys(&self) -> Result<Vec<KeySummary>>;
+
+    /// Revokes the key with this hash; false when there is none (or it was revoked already).
+    async fn revoke_key(&self, key_hash: &str) -> Result<bool>;
+
+    /// A key's ledger, oldest first.
+    async fn ledger(&self, key_id: i64) -> Result<Vec<LedgerEntry>>;
+
+    /// An order (of any key) with its status history and its ledger entries.
+    async fn order_history(
+        &self,
+        id: i64,
+    ) -> Result<Option<(OrderRecord, Vec<OrderEvent>, Vec<LedgerEntry>)>>;
 
     /// Writes the worker's changes to a claimed order, fenced on its claim and owner, with the
     /// refund (if any) in the same transaction. Returns false, writing nothing, when the lease

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, Row, Type};
 
-use super::{KeyRecord, Next, OrderRecord, Result, StoreError};
+use super::{KeyRecord, LedgerEntry, Next, OrderRecord, Result, StoreError};
 use crate::domain::Money;
 use crate::tiktok::link::VideoId;
 
@@ -16,7 +16,7 @@ macro_rules! order_columns {
     () => {
         "id, key_id, service_id, video_id, link, quantity, charge, refund, status, phase, \
          start_count, last_count, remains, provider_order, attempts, checks, claim, lease_owner, \
-         deadline_at, last_error"
+         deadline_at, last_error, cancel_requested, status_cause"
     };
 }
 pub(crate) use order_columns;
@@ -116,6 +116,8 @@ where
         lease_owner: row.opt_text("lease_owner")?,
         deadline_at: row.opt_int("deadline_at")?,
         last_error: row.opt_text("last_error")?,
+        cancel_requested: row.int("cancel_requested")? != 0,
+        cause: row.opt_text("status_cause")?,
         db_now: row.int("db_now")?,
     })
 }
@@ -134,10 +136,10 @@ where
 /// A statement with its arguments, on any backend.
 pub(crate) type Statement<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>::Arguments>;
 
-/// Binds a worker's save, the same sixteen values in the same order on every backend: status,
-/// phase, start and last count, remains, provider order, attempts, checks, last error, refund,
-/// delay and deadline (milliseconds), then the fence (id, claim, owner) and whether to keep
-/// the lease.
+/// Binds a worker's save, the same values in the same order on every backend: status, phase,
+/// start and last count, remains, provider order, attempts, checks, last error, refund, delay
+/// and deadline (milliseconds), the fence (id, claim, owner), whether to keep the lease, the
+/// cause of the status, and whether a cancel is still requested.
 pub(crate) fn bind_save<'q, DB: Database>(
     statement: Statement<'q, DB>,
     order: &OrderRecord,
@@ -167,5 +169,28 @@ where
         .bind(order.id)
         .bind(order.claim)
         .bind(order.lease_owner.clone())
-        .bind(next.keep_lease))
+        .bind(next.keep_lease)
+        .bind(order.cause.clone())
+        .bind(i64::from(order.cancel_requested)))
+}
+
+/// A ledger row as selected: created_at, key_id, order_id, kind, amount, note.
+pub(crate) fn ledger_from_tuple(
+    (at, key_id, order_id, kind, amount, note): (
+        i64,
+        i64,
+        Option<i64>,
+        String,
+        i64,
+        Option<String>,
+    ),
+) -> LedgerEntry {
+    LedgerEntry {
+        at,
+        key_id,
+        order_id,
+        kind,
+        amount: Money::from_units(amount),
+        note,
+    }
 }

@@ -8,9 +8,13 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
 use super::rows::{
-    bind_save, corrupt, key_from_row, millis, order_columns, order_from_row, to_i64,
+    bind_save, corrupt, key_from_row, ledger_from_tuple, millis, order_columns, order_from_row,
+    to_i64,
 };
-use super::{AddRefusal, KeyRecord, NewOrder, Next, OrderRecord, Result, Store};
+use super::{
+    AddRefusal, CancelOutcome, KeyRecord, KeySummary, LedgerEntry, LedgerKind, NewOrder, Next,
+    OrderEvent, OrderRecord, Result, Store,
+};
 use crate::domain::{Money, Phase};
 use crate::tiktok::link::VideoId;
 
@@ -48,6 +52,32 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 
+    /// Records a balance change in the ledger, inside the transaction that makes it.
+    async fn ledger_entry(
+        tx: &mut sqlx::SqliteConnection,
+        key_id: i64,
+        order_id: Option<i64>,
+        kind: LedgerKind,
+        amount: Money,
+        note: &str,
+    ) -> Result<()> {
+        let sql = concat!(
+            "INSERT INTO ledger (key_id, order_id, kind, amount, note, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ",
+            now!(),
+            ")"
+        );
+        sqlx::query(sql)
+            .bind(key_id)
+            .bind(order_id)
+            .bind(kind.as_str())
+            .bind(amount.units())
+            .bind(note)
+            .execute(tx)
+            .await?;
+        Ok(())
+    }
+
     /// A write transaction that takes the write lock at once, so it waits on `busy_timeout`
     /// instead of failing when it later upgrades from read to write.
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
@@ -63,11 +93,17 @@ impl Store for SqliteStore {
             now!(),
             ") RETURNING id"
         );
+        let mut tx = self.write_tx().await?;
         let id = sqlx::query_scalar(sql)
             .bind(key_hash)
             .bind(balance.units())
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
+        if balance != Money::ZERO {
+            let kind = LedgerKind::TopUp;
+            Self::ledger_entry(&mut tx, id, None, kind, balance, "opening balance").await?;
+        }
+        tx.commit().await?;
         Ok(id)
     }
 
@@ -163,6 +199,16 @@ impl Store for SqliteStore {
             .bind(if queued { seen } else { None })
             .fetch_one(&mut *tx)
             .await?;
+        let charge = Money::from_units(-order.charge.units());
+        Self::ledger_entry(
+            &mut tx,
+            order.key_id,
+            Some(id),
+            LedgerKind::Charge,
+            charge,
+            "add",
+        )
+        .await?;
 
         tx.commit().await?;
         Ok(Ok(id))
@@ -250,6 +296,171 @@ impl Store for SqliteStore {
         Ok(released.rows_affected())
     }
 
+    async fn cancel_order(&self, key_id: i64, id: i64) -> Result<CancelOutcome> {
+        let mut tx = self.write_tx().await?;
+
+        // Not yet handed to anyone (and not held by a worker): canceled here and now.
+        let sql = concat!(
+            "UPDATE orders SET status = 'Canceled', phase = 'done', remains = quantity, \
+             refund = charge, status_cause = 'canceled by the client', updated_at = ",
+            now!(),
+            " WHERE id = ?1 AND key_id = ?2 AND phase IN ('start', 'place') \
+             AND (lease_until IS NULL OR lease_until <= ",
+            now!(),
+            ") RETURNING charge"
+        );
+        let refunded: Option<i64> = sqlx::query_scalar(sql)
+            .bind(id)
+            .bind(key_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(charge) = refunded {
+            let charge = Money::from_units(charge);
+            sqlx::query("UPDATE api_keys SET balance = balance + ?1 WHERE id = ?2")
+                .bind(charge.units())
+                .bind(key_id)
+                .execute(&mut *tx)
+                .await?;
+            let note = "canceled by the client";
+            Self::ledger_entry(&mut tx, key_id, Some(id), LedgerKind::Refund, charge, note).await?;
+            tx.commit().await?;
+            return Ok(CancelOutcome::Canceled);
+        }
+
+        let marked = sqlx::query(
+            "UPDATE orders SET cancel_requested = 1 WHERE id = ?1 AND key_id = ?2 \
+             AND phase <> 'done'",
+        )
+        .bind(id)
+        .bind(key_id)
+        .execute(&mut *tx)
+        .await?;
+        let outcome = if marked.rows_affected() == 1 {
+            CancelOutcome::Requested
+        } else {
+            let exists: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM orders WHERE id = ?1 AND key_id = ?2")
+                    .bind(id)
+                    .bind(key_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if exists.is_some() {
+                CancelOutcome::Ended
+            } else {
+                CancelOutcome::NotFound
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn adjust_balance(
+        &self,
+        key_hash: &str,
+        amount: Money,
+        kind: LedgerKind,
+        note: &str,
+    ) -> Result<Option<Money>> {
+        let mut tx = self.write_tx().await?;
+        let changed: Option<(i64, i64)> = sqlx::query_as(
+            "UPDATE api_keys SET balance = balance + ?1 \
+             WHERE key_hash = ?2 AND balance + ?1 >= 0 RETURNING id, balance",
+        )
+        .bind(amount.units())
+        .bind(key_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((key_id, balance)) = changed else {
+            return Ok(None);
+        };
+        Self::ledger_entry(&mut tx, key_id, None, kind, amount, note).await?;
+        tx.commit().await?;
+        Ok(Some(Money::from_units(balance)))
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeySummary>> {
+        let rows: Vec<(i64, i64, i64, Option<i64>, i64)> = sqlx::query_as(
+            "SELECT k.id, k.balance, k.created_at, k.revoked_at, \
+             (SELECT COUNT(*) FROM orders AS o WHERE o.key_id = k.id) \
+             FROM api_keys AS k ORDER BY k.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, balance, created_at, revoked_at, orders)| KeySummary {
+                id,
+                balance: Money::from_units(balance),
+                created_at,
+                revoked: revoked_at.is_some(),
+                orders,
+            })
+            .collect())
+    }
+
+    async fn revoke_key(&self, key_hash: &str) -> Result<bool> {
+        let sql = concat!(
+            "UPDATE api_keys SET revoked_at = ",
+            now!(),
+            " WHERE key_hash = ?1 AND revoked_at IS NULL"
+        );
+        let revoked = sqlx::query(sql).bind(key_hash).execute(&self.pool).await?;
+        Ok(revoked.rows_affected() == 1)
+    }
+
+    async fn ledger(&self, key_id: i64) -> Result<Vec<LedgerEntry>> {
+        let rows: Vec<(i64, i64, Option<i64>, String, i64, Option<String>)> = sqlx::query_as(
+            "SELECT created_at, key_id, order_id, kind, amount, note FROM ledger \
+             WHERE key_id = ?1 ORDER BY id",
+        )
+        .bind(key_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(ledger_from_tuple).collect())
+    }
+
+    async fn order_history(
+        &self,
+        id: i64,
+    ) -> Result<Option<(OrderRecord, Vec<OrderEvent>, Vec<LedgerEntry>)>> {
+        let sql = concat!(
+            "SELECT ",
+            order_columns!(),
+            ", ",
+            now!(),
+            " AS db_now FROM orders WHERE id = ?1"
+        );
+        let Some(row) = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        let order = order_from_row(&row)?;
+        let events: Vec<(i64, Option<String>, String, Option<String>)> = sqlx::query_as(
+            "SELECT at, from_status, to_status, cause FROM order_events \
+             WHERE order_id = ?1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let events = events
+            .into_iter()
+            .map(|(at, from, to, cause)| OrderEvent {
+                at,
+                from,
+                to,
+                cause,
+            })
+            .collect();
+        let entries: Vec<(i64, i64, Option<i64>, String, i64, Option<String>)> = sqlx::query_as(
+            "SELECT created_at, key_id, order_id, kind, amount, note FROM ledger \
+             WHERE order_id = ?1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let entries = entries.into_iter().map(ledger_from_tuple).collect();
+        Ok(Some((order, events, entries)))
+    }
+
     async fn save(&self, order: &OrderRecord, next: Next) -> Result<bool> {
         // The lease columns are set to themselves (kept) or cleared (released) by ?16.
         let sql = concat!(
@@ -263,6 +474,7 @@ impl Store for SqliteStore {
             " + ?12 END, \
              lease_owner = CASE WHEN ?16 THEN lease_owner ELSE NULL END, \
              lease_until = CASE WHEN ?16 THEN lease_until ELSE NULL END, \
+             status_cause = ?17, cancel_requested = ?18, \
              updated_at = ",
             now!(),
             " \
@@ -282,6 +494,9 @@ impl Store for SqliteStore {
                 .bind(order.key_id)
                 .execute(&mut *tx)
                 .await?;
+            let note = order.cause.as_deref().unwrap_or("refund");
+            let (key, id) = (order.key_id, Some(order.id));
+            Self::ledger_entry(&mut tx, key, id, LedgerKind::Refund, next.refund, note).await?;
         }
 
         tx.commit().await?;

@@ -375,6 +375,7 @@ impl Worker {
             "placement outcome unknown; judging delivery by the play count alone");
         order.phase = Phase::Watch;
         order.status = OrderStatus::InProgress;
+        order.cause = Some(why.clone());
         order.last_error = Some(why);
         order.attempts = 0;
         let next = Next {
@@ -570,6 +571,7 @@ impl Worker {
         let from = order.status;
         order.status = status;
         order.phase = Phase::Done;
+        order.cause = Some(cause.to_string());
         let next = Next {
             refund,
             ..Next::after(Duration::ZERO)
@@ -591,6 +593,7 @@ impl Worker {
         let from = order.status;
         order.phase = phase;
         order.status = phase.open_status();
+        order.cause = Some(cause.to_string());
         if self.store.save(&order, Next::after(after)).await? && from != order.status {
             info!(order.id = order.id, video.id = %order.video_id, from = %from,
                 to = %order.status, cause, "order status changed");
