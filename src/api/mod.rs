@@ -21,7 +21,9 @@ use tracing::{error, warn};
 use crate::domain::{Catalogue, Money};
 use std::collections::HashMap;
 
-use crate::store::{AddRefusal, KeyRecord, NewOrder, OrderRecord, Store, StoreError};
+use crate::store::{
+    AddRefusal, CancelOutcome, KeyRecord, NewOrder, OrderRecord, Store, StoreError,
+};
 use crate::tiktok::link::{self, Link, VideoId};
 use crate::tiktok::{Reader, Reading, Resolved};
 use params::Params;
@@ -47,6 +49,8 @@ pub mod texts {
         "Short link could not be resolved right now, please retry or send the full video link";
     pub const TOO_MANY_IDS: &str = "Too many order IDs, at most 100 per request";
     pub const DRIPFEED_UNAVAILABLE: &str = "Drip-feed is not available for this service";
+    pub const CANCEL_UNAVAILABLE: &str = "Cancel is not available for this order";
+    pub const ALREADY_ENDED: &str = "Order is already completed";
 }
 
 /// What the API needs from the rest of playpanel.
@@ -198,6 +202,7 @@ async fn answer(state: &ApiState, request: Request) -> Result<Value, ApiError> {
         "balance" => Ok(balance(&key)),
         "add" => add(state, &key, &params).await,
         "status" => status(&state.statuses, &key, &params).await,
+        "cancel" => cancel(state, &key, &params).await,
         _ => Err(ApiError::panel(texts::INCORRECT_REQUEST)),
     }
 }
@@ -233,7 +238,7 @@ fn services(catalogue: &Catalogue) -> Value {
                 "min": s.min.to_string(),
                 "max": s.max.to_string(),
                 "refill": false,
-                "cancel": false,
+                "cancel": s.cancel,
                 "dripfeed": false,
             })
         })
@@ -416,6 +421,74 @@ fn status_of(order: &OrderRecord) -> Value {
     })
 }
 
+/// The ids of a list field as written, refusing an empty list or more than 100.
+fn id_list(list: &str) -> Result<Vec<&str>, ApiError> {
+    let written: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if written.is_empty() {
+        return Err(ApiError::panel(texts::INCORRECT_REQUEST));
+    }
+    if written.len() > MAX_STATUS_IDS {
+        return Err(ApiError::panel(texts::TOO_MANY_IDS));
+    }
+    Ok(written)
+}
+
+/// `cancel` with `orders`: one answer per id, in request order. A pending order is canceled
+/// at once with a full refund; one being delivered is canceled at the provider by the worker,
+/// and what was delivered is verified and charged as a `Partial`.
+async fn cancel(state: &ApiState, key: &KeyRecord, params: &Params) -> Result<Value, ApiError> {
+    let list = params
+        .get_nonempty("orders")
+        .or_else(|| params.get_nonempty("order"))
+        .ok_or_else(|| ApiError::panel(texts::INCORRECT_REQUEST))?;
+    let written = id_list(list)?;
+    let ids: Vec<i64> = written.iter().filter_map(|w| parse_order_id(w)).collect();
+    let orders: HashMap<i64, OrderRecord> = state
+        .store
+        .orders(key.id, &ids)
+        .await?
+        .into_iter()
+        .map(|o| (o.id, o))
+        .collect();
+
+    let mut answers = Vec::new();
+    for w in written {
+        let id = parse_order_id(w);
+        let shown = id.map_or_else(|| json!(w), |id| json!(id));
+        let outcome = match id.and_then(|id| orders.get(&id)) {
+            None => Err(texts::INCORRECT_ORDER),
+            Some(order) if order.status.is_terminal() => Err(texts::ALREADY_ENDED),
+            Some(order)
+                if !state
+                    .catalogue
+                    .get(order.service_id)
+                    .is_some_and(|s| s.cancel) =>
+            {
+                Err(texts::CANCEL_UNAVAILABLE)
+            }
+            Some(order) => match state.store.cancel_order(key.id, order.id).await? {
+                CancelOutcome::Canceled => Ok(()),
+                CancelOutcome::Requested => {
+                    state.wake.notify_one();
+                    Ok(())
+                }
+                CancelOutcome::Ended => Err(texts::ALREADY_ENDED),
+                CancelOutcome::NotFound => Err(texts::INCORRECT_ORDER),
+            },
+        };
+        let answer = match outcome {
+            Ok(()) => json!(1),
+            Err(text) => json!({ "error": text }),
+        };
+        answers.push(json!({ "order": shown, "cancel": answer }));
+    }
+    Ok(Value::Array(answers))
+}
+
 /// Status answers, read for many ids in one query and, when configured, kept for a few
 /// seconds per process so clients polling the same orders cost no database reads.
 #[derive(Clone)]
@@ -485,18 +558,7 @@ async fn status(statuses: &Statuses, key: &KeyRecord, params: &Params) -> Result
 }
 
 async fn multi_status(statuses: &Statuses, key: &KeyRecord, list: &str) -> Result<Value, ApiError> {
-    let written: Vec<&str> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    if written.is_empty() {
-        return Err(ApiError::panel(texts::INCORRECT_REQUEST));
-    }
-    if written.len() > MAX_STATUS_IDS {
-        return Err(ApiError::panel(texts::TOO_MANY_IDS));
-    }
-
+    let written = id_list(list)?;
     let ids: Vec<i64> = written.iter().filter_map(|w| parse_order_id(w)).collect();
     let found = statuses.lookup(key.id, &ids).await?;
 

@@ -48,4 +48,8 @@ pub trait Provider: Send + Sync + 'static {
 
     /// The provider's progress on one order; `Err` is a failure to ask, to be retried.
     async fn progress(&self, provider_order: &str) -> Result<Progress, String>;
+
+    /// Asks the provider to stop delivering. `Ok(true)` when it accepted, `Ok(false)` when it
+    /// does not cancel this order, `Err` when it could not be asked.
+    async fn cancel(&self, provider_order: &str) -> Result<bool, String>;
 }

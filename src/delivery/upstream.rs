@@ -112,6 +112,25 @@ impl Provider for UpstreamPanel {
         }
     }
 
+    async fn cancel(&self, provider_order: &str) -> Result<bool, String> {
+        let answer = self
+            .call(&[("action", "cancel"), ("orders", provider_order)])
+            .await
+            .map_err(|e| match e {
+                CallError::NotSent(why) | CallError::NoAnswer(why) => why,
+            })?;
+        // `[{"order": 9, "cancel": 1}]`, or an error for the order or for the whole call.
+        if error_of(&answer).is_some() {
+            return Ok(false);
+        }
+        let accepted = answer
+            .as_array()
+            .and_then(|items| items.first())
+            .and_then(|item| item.get("cancel"))
+            .is_some_and(|c| c.as_i64() == Some(1) || c.as_str() == Some("1") || c == true);
+        Ok(accepted)
+    }
+
     async fn progress(&self, provider_order: &str) -> Result<Progress, String> {
         let answer = self
             .call(&[("action", "status"), ("order", provider_order)])

@@ -19,6 +19,8 @@ pub struct Service {
     pub max: u64,
     /// The service id to order at the upstream panel.
     pub upstream_service: u64,
+    /// Whether clients may cancel its orders (the provider must support cancel).
+    pub cancel: bool,
 }
 
 /// The services on sale, by id.
@@ -44,6 +46,8 @@ struct ServiceEntry {
     min: u64,
     max: u64,
     upstream_service: u64,
+    #[serde(default)]
+    cancel: bool,
 }
 
 fn default_category() -> String {
@@ -98,6 +102,7 @@ impl Catalogue {
                     min: e.min,
                     max: e.max,
                     upstream_service: e.upstream_service,
+                    cancel: e.cancel,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -115,6 +120,7 @@ impl Catalogue {
             min: 100,
             max: 1_000_000,
             upstream_service: u64::from(id),
+            cancel: true,
         };
         Catalogue::new(vec![
             service(1, "TikTok Views [verified, full delivery]", "0.90"),

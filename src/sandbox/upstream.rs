@@ -43,6 +43,7 @@ pub async fn panel(
         "balance" => json!({"balance": "1000000.00000", "currency": "USD"}),
         "add" => add(&sandbox, field("service"), field("link"), field("quantity")),
         "status" => status(&sandbox, field("order")),
+        "cancel" => cancel(&sandbox, field("orders")),
         _ => json!({"error": "Incorrect request"}),
     };
     json_answer(StatusCode::OK, answer)
@@ -100,6 +101,32 @@ fn add(sandbox: &Sandbox, service: &str, link: &str, quantity: &str) -> Value {
     });
     // Panels disagree on the id's type; this one sends a number, as many do.
     json!({ "order": id })
+}
+
+/// Stops delivery of each listed order that is still delivering.
+fn cancel(sandbox: &Sandbox, orders: &str) -> Value {
+    let mut world = sandbox.world();
+    let answers: Vec<Value> = orders
+        .split(',')
+        .map(str::trim)
+        .map(|id| {
+            let found = id
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| world.orders.iter_mut().find(|o| o.id == id));
+            match found {
+                Some(order) if order.delivered < order.target => {
+                    order.target = order.delivered;
+                    json!({"order": order.id, "cancel": 1})
+                }
+                Some(order) => {
+                    json!({"order": order.id, "cancel": {"error": "Order is completed"}})
+                }
+                None => json!({"order": id, "cancel": {"error": "Incorrect order ID"}}),
+            }
+        })
+        .collect();
+    Value::Array(answers)
 }
 
 fn status(sandbox: &Sandbox, order: &str) -> Value {

@@ -224,6 +224,9 @@ impl Worker {
     }
 
     async fn step_once(&self, order: OrderRecord) -> crate::store::Result<()> {
+        if order.cancel_requested {
+            return self.cancel_requested(order).await;
+        }
         match order.phase {
             Phase::Start => self.capture_start(order).await,
             Phase::Place => self.place(order).await,
@@ -232,6 +235,48 @@ impl Worker {
             Phase::Verify => self.verify(order).await,
             Phase::Watch => self.watch(order).await,
             Phase::Done => Ok(()),
+        }
+    }
+
+    /// Acts on a client's cancel: before placement the order ends with a full refund; while
+    /// delivering, the provider is asked to stop and what it delivered is verified and charged
+    /// as usual; a placement in doubt or a verification under way simply goes on.
+    async fn cancel_requested(&self, mut order: OrderRecord) -> crate::store::Result<()> {
+        order.cancel_requested = false;
+        match order.phase {
+            Phase::Start | Phase::Place => self.cancel(order, "canceled by the client").await,
+            Phase::Deliver => {
+                let provider_order = order.provider_order.clone().unwrap_or_default();
+                match self.provider.cancel(&provider_order).await {
+                    Ok(true) => {
+                        order.checks = 0;
+                        let cause = "canceled at the provider by the client";
+                        self.move_to(order, Phase::Verify, Duration::ZERO, cause)
+                            .await
+                    }
+                    Ok(false) => {
+                        order.last_error = Some("the provider did not cancel the order".into());
+                        self.store
+                            .save(&order, Next::after(Duration::ZERO))
+                            .await
+                            .map(drop)
+                    }
+                    Err(why) => {
+                        // Asked again at the next step.
+                        order.cancel_requested = true;
+                        self.retry(
+                            order,
+                            format!("could not ask the provider to cancel: {why}"),
+                        )
+                        .await
+                    }
+                }
+            }
+            _ => self
+                .store
+                .save(&order, Next::after(Duration::ZERO))
+                .await
+                .map(drop),
         }
     }
 

@@ -9,6 +9,7 @@ mod cluster;
 mod crash;
 mod encodings;
 mod links;
+mod money;
 mod orders;
 mod reader;
 mod worker;

@@ -148,6 +148,7 @@ fn test_catalogue() -> Catalogue {
         min: 100,
         max: 10_000,
         upstream_service: 99,
+        cancel: false,
     });
     Catalogue::new(services).unwrap()
 }

@@ -1,0 +1,242 @@
+//! Cancels, and money that always adds up: every key's balance equals the sum of its ledger,
+//! and no order is refunded more than it was charged, over random sequences of operations.
+
+use std::time::Duration;
+
+use playpanel::domain::{Money, Phase};
+use playpanel::store::Next;
+use serde_json::{Value, json};
+
+use crate::support::{Backend, TestEnv};
+
+crate::both!(
+    a_pending_order_is_canceled_at_once_with_a_full_refund,
+    an_order_being_delivered_is_canceled_at_the_provider_and_charged_for_what_came,
+    cancel_answers_each_id_in_request_order,
+    the_ledger_explains_every_balance_over_random_histories,
+);
+
+const VIDEO: u64 = 7_400_000_000_000_000_001;
+
+async fn key_id(env: &TestEnv, key: &str) -> i64 {
+    let hash = playpanel::api::hash_key(key);
+    env.app.store.find_key(&hash).await.unwrap().unwrap().id
+}
+
+/// Checks the two money invariants for one key and returns its ledger's sum.
+async fn assert_books_balance(env: &TestEnv, key: &str) -> Money {
+    let id = key_id(env, key).await;
+    let ledger = env.app.store.ledger(id).await.unwrap();
+    let sum = Money::from_units(ledger.iter().map(|e| e.amount.units()).sum());
+    let balance: Money = env.call_as(key, &[("action", "balance")]).await["balance"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(sum, balance, "ledger {ledger:?}");
+
+    let mut per_order: std::collections::HashMap<i64, (i64, i64)> = Default::default();
+    for entry in &ledger {
+        if let Some(order) = entry.order_id {
+            let slot = per_order.entry(order).or_default();
+            match entry.kind.as_str() {
+                "charge" => slot.0 -= entry.amount.units(),
+                "refund" => slot.1 += entry.amount.units(),
+                other => panic!("order entry of kind {other}"),
+            }
+        }
+    }
+    for (order, (charged, refunded)) in per_order {
+        assert!(
+            refunded <= charged,
+            "order {order} refunded {refunded} of {charged}"
+        );
+    }
+    sum
+}
+
+async fn a_pending_order_is_canceled_at_once_with_a_full_refund(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let id = env.add_ok("1", VIDEO, "1000").await;
+    let answer = env.call(&[("action", "cancel"), ("orders", &id)]).await;
+    let number: i64 = id.parse().unwrap();
+    assert_eq!(answer, json!([{"order": number, "cancel": 1}]));
+
+    let status = env.status(&id).await;
+    assert_eq!(status["status"], "Canceled");
+    assert_eq!(status["charge"], "0.00000");
+    assert_eq!(env.balance().await, "100.00000");
+    env.drive().await;
+    assert_eq!(env.sandbox.upstream_orders_for(VIDEO), 0);
+    assert_eq!(
+        assert_books_balance(&env, &env.key).await.to_string(),
+        "100.00000"
+    );
+
+    let history = env
+        .app
+        .store
+        .order_history(number)
+        .await
+        .unwrap()
+        .unwrap()
+        .1;
+    let steps: Vec<(Option<&str>, &str)> = history
+        .iter()
+        .map(|e| (e.from.as_deref(), e.to.as_str()))
+        .collect();
+    assert_eq!(steps, [(None, "Pending"), (Some("Pending"), "Canceled")]);
+    assert_eq!(history[1].cause.as_deref(), Some("canceled by the client"));
+}
+
+async fn an_order_being_delivered_is_canceled_at_the_provider_and_charged_for_what_came(
+    backend: Backend,
+) {
+    let env = TestEnv::start_full(backend, 2000, |_| {}).await;
+    let start = playpanel::sandbox::initial_plays(VIDEO);
+    let id = env.add_ok("1", VIDEO, "100000").await;
+    env.app.worker.step().await.unwrap(); // placed, delivering at 2,000 views a second
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let answer = env.call(&[("action", "cancel"), ("orders", &id)]).await;
+    assert_eq!(answer[0]["cancel"], 1, "{answer}");
+    env.drive().await;
+
+    let status = env.status(&id).await;
+    let delivered = env.video(VIDEO).await.plays - start;
+    assert!(
+        delivered > 0 && delivered < 100_000,
+        "delivered {delivered}"
+    );
+    assert_eq!(status["status"], "Partial", "{status}");
+    assert_eq!(status["remains"], (100_000 - delivered).to_string());
+    // 90.00000 charged; what was not delivered comes back.
+    let kept = Money::from_units(9_000_000).refund_share(delivered, 100_000);
+    assert_eq!(status["charge"], kept.to_string());
+    assert_books_balance(&env, &env.key).await;
+}
+
+async fn cancel_answers_each_id_in_request_order(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let pending = env.add_ok("1", VIDEO, "100").await;
+    let done = env.add_ok("1", VIDEO + 1, "100").await;
+    let no_cancel = env.add_ok("3", VIDEO + 2, "100").await;
+    env.drive().await; // `done` completes; the service 3 order is refused and canceled
+    let fresh = env.add_ok("3", VIDEO + 3, "100").await;
+    let other = env.new_key("10").await;
+    let foreign = env
+        .call_as(
+            &other,
+            &[
+                ("action", "add"),
+                ("service", "1"),
+                ("link", "https://www.tiktok.com/@o/video/31337"),
+                ("quantity", "100"),
+            ],
+        )
+        .await["order"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let _ = pending;
+
+    let list = format!("{done},abc,{fresh},{foreign},999999,{no_cancel}");
+    let answer = env.call(&[("action", "cancel"), ("orders", &list)]).await;
+    let n = |s: &str| -> Value { json!(s.parse::<i64>().unwrap()) };
+    assert_eq!(
+        answer,
+        json!([
+            {"order": n(&done), "cancel": {"error": "Order is already completed"}},
+            {"order": "abc", "cancel": {"error": "Incorrect order ID"}},
+            {"order": n(&fresh), "cancel": {"error": "Cancel is not available for this order"}},
+            {"order": n(&foreign), "cancel": {"error": "Incorrect order ID"}},
+            {"order": 999999, "cancel": {"error": "Incorrect order ID"}},
+            {"order": n(&no_cancel), "cancel": {"error": "Order is already completed"}},
+        ])
+    );
+    assert_eq!(
+        env.call(&[("action", "cancel")]).await,
+        json!({"error": "Incorrect request"})
+    );
+}
+
+/// A small deterministic generator, so a failing history can be replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+async fn the_ledger_explains_every_balance_over_random_histories(backend: Backend) {
+    for seed in [1u64, 7, 42, 1234, 99991] {
+        let env = TestEnv::start_with(backend, |s| s.worker.max_attempts = 3).await;
+        let keys = [env.key.clone(), env.new_key("3").await];
+        let mut rng = Rng(seed);
+        let mut ids: Vec<String> = Vec::new();
+        for _ in 0..40 {
+            let key = &keys[rng.below(2) as usize];
+            match rng.below(7) {
+                0 | 1 => {
+                    let service = ["1", "2", "3"][rng.below(3) as usize];
+                    let video = 5_000 + rng.below(12);
+                    let quantity = (100 + rng.below(900)).to_string();
+                    let link = format!("https://www.tiktok.com/@r/video/{video}");
+                    let answer = env
+                        .call_as(
+                            key,
+                            &[
+                                ("action", "add"),
+                                ("service", service),
+                                ("link", &link),
+                                ("quantity", &quantity),
+                            ],
+                        )
+                        .await;
+                    if let Some(id) = answer["order"].as_str() {
+                        ids.push(id.to_string());
+                    }
+                }
+                2 if !ids.is_empty() => {
+                    let id = &ids[rng.below(ids.len() as u64) as usize];
+                    env.call_as(key, &[("action", "cancel"), ("orders", id)])
+                        .await;
+                }
+                3 => {
+                    env.app.worker.step().await.unwrap();
+                }
+                4 => {
+                    // A worker dies holding whatever it claimed, mid-placement.
+                    let lost = Duration::ZERO;
+                    for mut order in env.app.store.claim("doomed", 3, lost).await.unwrap() {
+                        if order.phase == Phase::Place {
+                            order.phase = Phase::Placing;
+                            let held = Next {
+                                keep_lease: true,
+                                ..Next::after(lost)
+                            };
+                            env.app.store.save(&order, held).await.unwrap();
+                        }
+                    }
+                }
+                5 => {
+                    let video = 5_000 + rng.below(12);
+                    let plays = rng.below(2_000_000);
+                    env.set_video(video, json!({"plays": plays})).await;
+                }
+                _ => env.drive().await,
+            }
+            for key in &keys {
+                assert_books_balance(&env, key).await;
+            }
+        }
+        env.drive().await;
+        for key in &keys {
+            assert_books_balance(&env, key).await;
+        }
+    }
+}
