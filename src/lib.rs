@@ -6,6 +6,7 @@ pub mod app;
 pub mod delivery;
 pub mod domain;
 pub mod keys;
+pub mod operator;
 pub mod sandbox;
 pub mod store;
 pub mod tiktok;

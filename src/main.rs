@@ -58,6 +58,22 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Change a key's balance.
+    Balance {
+        #[command(subcommand)]
+        command: BalanceCommand,
+    },
+    /// Show orders.
+    Orders {
+        #[command(subcommand)]
+        command: OrdersCommand,
+    },
+    /// Check a catalogue file and print the services as clients will see them.
+    Services {
+        /// The catalogue (TOML); the built-in one without it.
+        #[arg(long, env = "PLAYPANEL_CATALOGUE")]
+        catalogue: Option<PathBuf>,
+    },
     /// Bring the database schema up to date and exit.
     Migrate {
         #[arg(
@@ -82,6 +98,58 @@ enum KeysCommand {
         /// Opening balance, e.g. 100 or 12.50.
         #[arg(long, default_value = "0")]
         balance: String,
+    },
+    /// List keys with their balances and order counts (keys themselves are never stored).
+    List {
+        #[arg(
+            long,
+            env = "PLAYPANEL_DATABASE",
+            default_value = "sqlite://playpanel.db"
+        )]
+        database: String,
+    },
+    /// Revoke a key: its calls answer "Invalid API key" from then on.
+    Revoke {
+        key: String,
+        #[arg(
+            long,
+            env = "PLAYPANEL_DATABASE",
+            default_value = "sqlite://playpanel.db"
+        )]
+        database: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BalanceCommand {
+    /// Add money to a key (a negative amount takes it away), recorded in the ledger.
+    Add {
+        key: String,
+        #[arg(allow_hyphen_values = true)]
+        amount: String,
+        /// Why, for the ledger.
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(
+            long,
+            env = "PLAYPANEL_DATABASE",
+            default_value = "sqlite://playpanel.db"
+        )]
+        database: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrdersCommand {
+    /// An order with every status change (time and cause) and its charges and refunds.
+    Show {
+        id: String,
+        #[arg(
+            long,
+            env = "PLAYPANEL_DATABASE",
+            default_value = "sqlite://playpanel.db"
+        )]
+        database: String,
     },
 }
 
@@ -204,8 +272,25 @@ fn seconds(value: Option<f64>, default: Duration) -> anyhow::Result<Duration> {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    // Errors are told in one line with their causes, not as a backtrace.
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logs(cli.log_format);
     let cancel = CancellationToken::new();
@@ -241,6 +326,56 @@ async fn main() -> anyhow::Result<()> {
             let key = playpanel::keys::create(store.as_ref(), balance).await?;
             println!("created an API key with balance {balance} USD:");
             println!("{key}");
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::List { database },
+        } => {
+            let store = store::open(&database).await?;
+            print!("{}", playpanel::operator::list_keys(store.as_ref()).await?);
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Revoke { key, database },
+        } => {
+            let store = store::open(&database).await?;
+            print!(
+                "{}",
+                playpanel::operator::revoke_key(store.as_ref(), &key).await?
+            );
+            Ok(())
+        }
+        Command::Balance {
+            command:
+                BalanceCommand::Add {
+                    key,
+                    amount,
+                    note,
+                    database,
+                },
+        } => {
+            let store = store::open(&database).await?;
+            let out =
+                playpanel::operator::add_balance(store.as_ref(), &key, &amount, note.as_deref());
+            print!("{}", out.await?);
+            Ok(())
+        }
+        Command::Orders {
+            command: OrdersCommand::Show { id, database },
+        } => {
+            let store = store::open(&database).await?;
+            print!(
+                "{}",
+                playpanel::operator::show_order(store.as_ref(), &id).await?
+            );
+            Ok(())
+        }
+        Command::Services { catalogue } => {
+            let catalogue = match catalogue {
+                Some(path) => Catalogue::from_toml_file(&path).map_err(anyhow::Error::msg)?,
+                None => Catalogue::sandbox_default(),
+            };
+            print!("{}", playpanel::operator::services(&catalogue));
             Ok(())
         }
         Command::Migrate { database } => {

@@ -181,3 +181,62 @@ fn sigterm_stops_the_server_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+fn playpanel(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_playpanel"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn operators_manage_keys_balances_and_orders_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("operator.db").display());
+    let db = db.as_str();
+
+    let (ok, out, _) = playpanel(&["keys", "create", "--database", db, "--balance", "10"]);
+    assert!(ok);
+    let key = out.lines().last().unwrap().trim().to_string();
+    assert_eq!(key.len(), 32);
+
+    let (ok, out, _) = playpanel(&["balance", "add", &key, "5.5", "--database", db]);
+    assert!(ok);
+    assert_eq!(out.trim(), "balance is now 15.50000 USD");
+    let (ok, _, err) = playpanel(&["balance", "add", &key, "-100", "--database", db]);
+    assert!(!ok);
+    assert!(err.contains("below zero"), "{err}");
+    assert!(!err.contains("backtrace"), "{err}");
+    let (ok, _, err) = playpanel(&["balance", "add", &key, "ten", "--database", db]);
+    assert!(!ok && err.contains("not an amount"), "{err}");
+    let (ok, _, err) = playpanel(&["balance", "add", "nobody", "1", "--database", db]);
+    assert!(!ok && err.contains("no such key"), "{err}");
+
+    let (ok, out, _) = playpanel(&["keys", "list", "--database", db]);
+    assert!(ok);
+    assert!(out.contains("15.50000") && out.contains("active"), "{out}");
+
+    let (ok, out, _) = playpanel(&["orders", "show", "1", "--database", db]);
+    assert!(!ok, "{out}");
+    let (ok, _, err) = playpanel(&["orders", "show", "x", "--database", db]);
+    assert!(!ok && err.contains("number"), "{err}");
+
+    let (ok, _, _) = playpanel(&["keys", "revoke", &key, "--database", db]);
+    assert!(ok);
+    let (ok, out, _) = playpanel(&["keys", "list", "--database", db]);
+    assert!(ok && out.contains("revoked"), "{out}");
+    let (ok, _, err) = playpanel(&["keys", "revoke", &key, "--database", db]);
+    assert!(!ok && err.contains("no active key"), "{err}");
+
+    let (ok, out, _) = playpanel(&["services"]);
+    assert!(ok && out.contains("TikTok Views"), "{out}");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[service]]\nid = 1\nname = 'x'\nrate = 'cheap'\n").unwrap();
+    let (ok, _, err) = playpanel(&["services", "--catalogue", bad.to_str().unwrap()]);
+    assert!(!ok && err.contains("catalogue"), "{err}");
+}
