@@ -90,8 +90,10 @@ impl Playpanel {
             wake.clone(),
         );
         let statuses = Statuses::new(store.clone(), settings.api.status_cache_ttl);
+        let limits = Arc::new(api::KeyLimits::new(settings.api.key_rate_per_second));
         let api = ApiState {
             statuses,
+            limits,
             store: store.clone(),
             reader: reader.clone(),
             catalogue,

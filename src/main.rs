@@ -221,6 +221,10 @@ struct RunArgs {
     /// Seconds a worker's claim on an order lasts.
     #[arg(long, env = "PLAYPANEL_LEASE")]
     lease: Option<f64>,
+    /// Calls per second one key may make to each API process, with twice that in a burst
+    /// (0: no limit).
+    #[arg(long, env = "PLAYPANEL_KEY_RATE", default_value_t = 50)]
+    key_rate: u32,
     /// Seconds a status answer may be reused by this process (0: always read afresh).
     #[arg(long, env = "PLAYPANEL_STATUS_CACHE", default_value_t = 0.0)]
     status_cache: f64,
@@ -480,6 +484,7 @@ async fn assemble(
     w.provider_refuses_duplicates |= args.provider_refuses_duplicates;
     settings.api.refuse_same_video = args.same_video == SameVideo::Refuse;
     settings.api.status_cache_ttl = seconds(Some(args.status_cache), Duration::ZERO)?;
+    settings.api.key_rate_per_second = args.key_rate;
     let outside_calls = settings.reader.timeout * 3;
     if settings.worker.lease < outside_calls {
         warn!(

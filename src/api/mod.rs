@@ -49,6 +49,7 @@ pub mod texts {
         "Short link could not be resolved right now, please retry or send the full video link";
     pub const TOO_MANY_IDS: &str = "Too many order IDs, at most 100 per request";
     pub const DRIPFEED_UNAVAILABLE: &str = "Drip-feed is not available for this service";
+    pub const TOO_MANY_CALLS: &str = "Too many requests, please slow down";
     pub const CANCEL_UNAVAILABLE: &str = "Cancel is not available for this order";
     pub const ALREADY_ENDED: &str = "Order is already completed";
 }
@@ -62,7 +63,26 @@ pub struct ApiState {
     /// Woken after each accepted order so a worker picks it up at once.
     pub wake: Arc<Notify>,
     pub statuses: Statuses,
+    pub limits: Arc<KeyLimits>,
     pub config: ApiConfig,
+}
+
+/// Per-key call rate limits, per process.
+pub struct KeyLimits(Option<governor::DefaultKeyedRateLimiter<i64>>);
+
+impl KeyLimits {
+    pub fn new(per_second: u32) -> KeyLimits {
+        KeyLimits(std::num::NonZeroU32::new(per_second).map(|rate| {
+            let burst = rate.saturating_mul(std::num::NonZeroU32::new(2).unwrap_or(rate));
+            governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
+        }))
+    }
+
+    fn allows(&self, key_id: i64) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|limiter| limiter.check_key(&key_id).is_ok())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +97,9 @@ pub struct ApiConfig {
     pub refuse_same_video: bool,
     /// How long a status answer may be reused by this process; zero reads every one afresh.
     pub status_cache_ttl: Duration,
+    /// Calls per second one key may make to this process (with as many again in a burst);
+    /// zero for no limit.
+    pub key_rate_per_second: u32,
 }
 
 impl Default for ApiConfig {
@@ -87,6 +110,7 @@ impl Default for ApiConfig {
             max_body_bytes: 2 << 20,
             refuse_same_video: false,
             status_cache_ttl: Duration::ZERO,
+            key_rate_per_second: 50,
         }
     }
 }
@@ -197,6 +221,9 @@ async fn answer(state: &ApiState, request: Request) -> Result<Value, ApiError> {
     let params = Params::from_request(request, state.config.max_body_bytes).await?;
 
     let key = authenticate(state.store.as_ref(), params.get("key")).await?;
+    if !state.limits.allows(key.id) {
+        return Err(ApiError::panel(texts::TOO_MANY_CALLS));
+    }
     match params.get("action").unwrap_or_default() {
         "services" => Ok(services(&state.catalogue)),
         "balance" => Ok(balance(&key)),

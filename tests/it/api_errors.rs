@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use crate::support::{Backend, TestEnv};
 
 crate::both!(
+    a_key_calling_too_fast_is_slowed_down,
     a_declared_body_past_the_limit_is_refused_at_once,
     keys_are_checked_first,
     requests_without_a_known_action_or_fields_are_incorrect,
@@ -284,4 +285,28 @@ async fn a_declared_body_past_the_limit_is_refused_at_once(backend: Backend) {
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("application/json"), "{answer}");
+}
+
+async fn a_key_calling_too_fast_is_slowed_down(backend: Backend) {
+    let env = TestEnv::start_with(backend, |s| s.api.key_rate_per_second = 5).await;
+    let other = env.new_key("1").await;
+    let began = std::time::Instant::now();
+    let mut allowed = 0u32;
+    for _ in 0..40 {
+        let answer = env.call(&[("action", "balance")]).await;
+        if answer == error("Too many requests, please slow down") {
+            continue;
+        }
+        assert_eq!(answer["balance"], "100.00000");
+        allowed += 1;
+    }
+    // A burst of ten, then five a second, however long the calls took.
+    let most = 10 + (5.0 * began.elapsed().as_secs_f64()).ceil() as u32;
+    assert!(
+        allowed >= 10 && allowed <= most,
+        "{allowed} of 40 allowed, at most {most}"
+    );
+    // Another key is not held back by the first.
+    let answer = env.call_as(&other, &[("action", "balance")]).await;
+    assert_eq!(answer["balance"], "1.00000");
 }

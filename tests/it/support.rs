@@ -202,6 +202,8 @@ impl TestEnv {
         settings.worker.retry_max = Duration::ZERO;
         settings.reader.count_ttl = Duration::from_millis(1);
         settings.reader.breaker_base = Duration::ZERO;
+        // Tests fire calls far faster than any client; the limit has a test of its own.
+        settings.api.key_rate_per_second = 0;
         tune(&mut settings);
 
         let app = Playpanel::new(settings).await.unwrap();
