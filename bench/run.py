@@ -186,7 +186,7 @@ def run_backend(binary, name, rows):
                          ["sandbox listening on "])
         procs.append(sandbox)
         sandbox_url = sandbox.found[0] + "/"
-        common = ["--database", backend.url, "--tiktok-rate", "1000000",
+        common = ["--database", backend.url, "--tiktok-rate", "1000000", "--key-rate", "0",
                   "--progress-interval", "0.05", "--verify-grace", "0"]
         server = Server(binary, ["serve", "--listen", "127.0.0.1:0", "--sandbox-url", sandbox_url]
                         + common, ["playpanel listening on "])

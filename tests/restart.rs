@@ -90,6 +90,8 @@ async fn the_service_rides_out_a_postgres_restart() {
             "0.1",
             "--verify-grace",
             "0.3",
+            "--key-rate",
+            "0",
         ],
         &[
             "demo API key (balance 100.00000 USD): ",

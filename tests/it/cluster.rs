@@ -61,6 +61,8 @@ async fn three_processes_share_one_postgres() {
     );
     let sandbox = format!("{}/", found[0]);
     let timings = [
+        "--key-rate",
+        "0",
         "--progress-interval",
         "0.1",
         "--verify-grace",
