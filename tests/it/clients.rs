@@ -113,6 +113,7 @@ while True:
     time.sleep(0.2)
 out["status"] = status
 out["multi"] = api.get_multi_status([order["order"], 424242])
+out["cancel"] = api.cancel_orders([order["order"], 424242])
 try:
     api.add_order(1, "https://www.tiktok.com/@someone", 1000)
 except Exception as e:
@@ -147,6 +148,14 @@ fn the_smmpy_client_places_and_follows_an_order() {
     assert_eq!(out["multi"][id]["status"], "Completed");
     assert_eq!(out["multi"]["424242"]["error"], "Incorrect order ID");
     assert_eq!(out["bad_link_error"], "Incorrect link");
+    let id_number: i64 = id.parse().unwrap();
+    assert_eq!(
+        out["cancel"],
+        serde_json::json!([
+            {"order": id_number, "cancel": {"error": "Order is already completed"}},
+            {"order": 424242, "cancel": {"error": "Incorrect order ID"}},
+        ])
+    );
     assert_eq!(out["balance_after"]["balance"], "99.10000");
 }
 
@@ -239,4 +248,42 @@ fn operators_manage_keys_balances_and_orders_from_the_command_line() {
     std::fs::write(&bad, "[[service]]\nid = 1\nname = 'x'\nrate = 'cheap'\n").unwrap();
     let (ok, _, err) = playpanel(&["services", "--catalogue", bad.to_str().unwrap()]);
     assert!(!ok && err.contains("catalogue"), "{err}");
+}
+
+#[test]
+fn a_php_curl_client_uses_every_action() {
+    let php = Command::new("php")
+        .args(["-r", "exit(function_exists('curl_init') ? 0 : 1);"])
+        .status();
+    if !php.is_ok_and(|s| s.success()) {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("php-cli with php-curl is not installed");
+        }
+        eprintln!("skipping: php-cli with php-curl is not installed");
+        return;
+    }
+    let server = start_server();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/php/panel_client.php");
+    let output = Command::new("php")
+        .args([script, &server.api, &server.key])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "php client failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    assert_eq!(out["first_service_is_integer_1"], true);
+    assert_eq!(out["rate"], "0.90");
+    assert_eq!(out["balance_before"], "100.00000");
+    assert_eq!(out["status"]["status"], "Completed", "{out}");
+    assert_eq!(out["status"]["charge"], "0.90000");
+    assert_eq!(out["multi_known"], "Completed");
+    assert_eq!(out["multi_unknown"], "Incorrect order ID");
+    assert_eq!(out["cancel"][0]["cancel"], 1, "{out}");
+    assert_eq!(out["cancel"][1]["cancel"]["error"], "Incorrect order ID");
+    assert_eq!(out["bad_link"], "Incorrect link");
 }
