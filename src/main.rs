@@ -225,6 +225,9 @@ struct RunArgs {
     /// (0: no limit).
     #[arg(long, env = "PLAYPANEL_KEY_RATE", default_value_t = 50)]
     key_rate: u32,
+    /// Days after an order ends during which it may be refilled.
+    #[arg(long, env = "PLAYPANEL_REFILL_DAYS", default_value_t = 30.0)]
+    refill_days: f64,
     /// Seconds a status answer may be reused by this process (0: always read afresh).
     #[arg(long, env = "PLAYPANEL_STATUS_CACHE", default_value_t = 0.0)]
     status_cache: f64,
@@ -485,6 +488,7 @@ async fn assemble(
     settings.api.refuse_same_video = args.same_video == SameVideo::Refuse;
     settings.api.status_cache_ttl = seconds(Some(args.status_cache), Duration::ZERO)?;
     settings.api.key_rate_per_second = args.key_rate;
+    settings.api.refill_window = seconds(Some(args.refill_days * 86_400.0), Duration::ZERO)?;
     let outside_calls = settings.reader.timeout * 3;
     if settings.worker.lease < outside_calls {
         warn!(

@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 use tracing::{error, warn};
 
-use crate::domain::{Catalogue, Money};
+use crate::domain::{Catalogue, Money, OrderStatus};
 use std::collections::HashMap;
 
 use crate::store::{
@@ -52,6 +52,8 @@ pub mod texts {
     pub const TOO_MANY_CALLS: &str = "Too many requests, please slow down";
     pub const CANCEL_UNAVAILABLE: &str = "Cancel is not available for this order";
     pub const ALREADY_ENDED: &str = "Order is already completed";
+    pub const NOT_ELIGIBLE: &str = "Order not eligible for refill.";
+    pub const REFILL_NOT_FOUND: &str = "Refill not found";
 }
 
 /// What the API needs from the rest of playpanel.
@@ -97,6 +99,8 @@ pub struct ApiConfig {
     pub refuse_same_video: bool,
     /// How long a status answer may be reused by this process; zero reads every one afresh.
     pub status_cache_ttl: Duration,
+    /// How long after an order ends it may be refilled.
+    pub refill_window: Duration,
     /// Calls per second one key may make to this process (with as many again in a burst);
     /// zero for no limit.
     pub key_rate_per_second: u32,
@@ -111,6 +115,7 @@ impl Default for ApiConfig {
             refuse_same_video: false,
             status_cache_ttl: Duration::ZERO,
             key_rate_per_second: 50,
+            refill_window: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -230,6 +235,8 @@ async fn answer(state: &ApiState, request: Request) -> Result<Value, ApiError> {
         "add" => add(state, &key, &params).await,
         "status" => status(&state.statuses, &key, &params).await,
         "cancel" => cancel(state, &key, &params).await,
+        "refill" => refill(state, &key, &params).await,
+        "refill_status" => refill_status(state, &key, &params).await,
         _ => Err(ApiError::panel(texts::INCORRECT_REQUEST)),
     }
 }
@@ -264,7 +271,7 @@ fn services(catalogue: &Catalogue) -> Value {
                 "rate": price_text(s.rate),
                 "min": s.min.to_string(),
                 "max": s.max.to_string(),
-                "refill": false,
+                "refill": s.refill,
                 "cancel": s.cancel,
                 "dripfeed": false,
             })
@@ -396,6 +403,7 @@ async fn add(state: &ApiState, key: &KeyRecord, params: &Params) -> Result<Value
         quantity,
         charge,
         start_count,
+        refill_of: None,
     };
     match state.store.insert_order(&order, refuse).await? {
         Ok(id) => {
@@ -514,6 +522,133 @@ async fn cancel(state: &ApiState, key: &KeyRecord, params: &Params) -> Result<Va
         answers.push(json!({ "order": shown, "cancel": answer }));
     }
     Ok(Value::Array(answers))
+}
+
+/// `refill` with `order` or `orders`: for an ended order of a service that allows it, within
+/// the refill window, when the play count has fallen below what was delivered, a refill asks
+/// the provider for the missing views and is verified like an order (and costs nothing).
+async fn refill(state: &ApiState, key: &KeyRecord, params: &Params) -> Result<Value, ApiError> {
+    if let Some(list) = params.get_nonempty("orders") {
+        let mut answers = Vec::new();
+        for w in id_list(list)? {
+            let id = parse_order_id(w);
+            let outcome = match id {
+                Some(id) => refill_one(state, key, id).await?,
+                None => Err(texts::INCORRECT_ORDER),
+            };
+            let refill = match outcome {
+                Ok(refill) => json!(refill),
+                Err(text) => json!({ "error": text }),
+            };
+            let shown = id.map_or_else(|| json!(w), |id| json!(id));
+            answers.push(json!({ "order": shown, "refill": refill }));
+        }
+        return Ok(Value::Array(answers));
+    }
+    let raw = params
+        .get_nonempty("order")
+        .ok_or_else(|| ApiError::panel(texts::INCORRECT_REQUEST))?;
+    let id = parse_order_id(raw).ok_or_else(|| ApiError::panel(texts::INCORRECT_ORDER))?;
+    match refill_one(state, key, id).await? {
+        Ok(refill) => Ok(json!({ "refill": refill.to_string() })),
+        Err(text) => Err(ApiError::panel(text)),
+    }
+}
+
+async fn refill_one(
+    state: &ApiState,
+    key: &KeyRecord,
+    id: i64,
+) -> Result<Result<i64, &'static str>, ApiError> {
+    let Some(order) = state.store.orders(key.id, &[id]).await?.pop() else {
+        return Ok(Err(texts::INCORRECT_ORDER));
+    };
+    let not_eligible = Ok(Err(texts::NOT_ELIGIBLE));
+    let allowed = state
+        .catalogue
+        .get(order.service_id)
+        .is_some_and(|s| s.refill);
+    let ended = matches!(order.status, OrderStatus::Completed | OrderStatus::Partial);
+    let window = i64::try_from(state.config.refill_window.as_millis()).unwrap_or(i64::MAX);
+    let in_window = order.db_now.saturating_sub(order.updated_at) <= window;
+    let Some(start) = order.start_count.filter(|_| allowed && ended && in_window) else {
+        return not_eligible;
+    };
+    // Views now going to the video would be counted as refilled ones.
+    if state.store.has_open_order(order.video_id).await? {
+        return not_eligible;
+    }
+    let delivered = order.quantity.saturating_sub(order.remains);
+    let target = start.saturating_add(delivered);
+    let budget = state.config.add_read_budget;
+    let count = match tokio::time::timeout(budget, state.reader.read_fresh(order.video_id)).await {
+        Ok(Reading::Count(count)) if count < target => count,
+        _ => return not_eligible,
+    };
+    let refill = NewOrder {
+        key_id: key.id,
+        service_id: order.service_id,
+        video_id: order.video_id,
+        link: order.link.clone(),
+        quantity: target - count,
+        charge: Money::ZERO,
+        start_count: Some(count),
+        refill_of: Some(order.id),
+    };
+    match state.store.insert_order(&refill, true).await? {
+        Ok(refill) => {
+            state.wake.notify_one();
+            Ok(Ok(refill))
+        }
+        Err(_) => not_eligible,
+    }
+}
+
+/// A refill's status in the words panels use for refills.
+fn refill_word(refill: &OrderRecord) -> &'static str {
+    match refill.status {
+        OrderStatus::Canceled => "Rejected",
+        other => other.as_str(),
+    }
+}
+
+async fn refill_status(
+    state: &ApiState,
+    key: &KeyRecord,
+    params: &Params,
+) -> Result<Value, ApiError> {
+    if let Some(list) = params.get_nonempty("refills") {
+        let written = id_list(list)?;
+        let ids: Vec<i64> = written.iter().filter_map(|w| parse_order_id(w)).collect();
+        let found: HashMap<i64, OrderRecord> = state
+            .store
+            .refills(key.id, &ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
+        let answers = written
+            .into_iter()
+            .map(|w| {
+                let id = parse_order_id(w);
+                let status = match id.and_then(|id| found.get(&id)) {
+                    Some(refill) => json!(refill_word(refill)),
+                    None => json!({ "error": texts::REFILL_NOT_FOUND }),
+                };
+                let shown = id.map_or_else(|| json!(w), |id| json!(id));
+                json!({ "refill": shown, "status": status })
+            })
+            .collect();
+        return Ok(Value::Array(answers));
+    }
+    let raw = params
+        .get_nonempty("refill")
+        .ok_or_else(|| ApiError::panel(texts::INCORRECT_REQUEST))?;
+    let id = parse_order_id(raw).ok_or_else(|| ApiError::panel(texts::REFILL_NOT_FOUND))?;
+    match state.store.refills(key.id, &[id]).await?.pop() {
+        Some(refill) => Ok(json!({ "status": refill_word(&refill) })),
+        None => Err(ApiError::panel(texts::REFILL_NOT_FOUND)),
+    }
 }
 
 /// Status answers, read for many ids in one query and, when configured, kept for a few

@@ -21,6 +21,8 @@ pub struct Service {
     pub upstream_service: u64,
     /// Whether clients may cancel its orders (the provider must support cancel).
     pub cancel: bool,
+    /// Whether ended orders may be refilled when their views drop.
+    pub refill: bool,
 }
 
 /// The services on sale, by id.
@@ -48,6 +50,8 @@ struct ServiceEntry {
     upstream_service: u64,
     #[serde(default)]
     cancel: bool,
+    #[serde(default)]
+    refill: bool,
 }
 
 fn default_category() -> String {
@@ -103,6 +107,7 @@ impl Catalogue {
                     max: e.max,
                     upstream_service: e.upstream_service,
                     cancel: e.cancel,
+                    refill: e.refill,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -121,6 +126,7 @@ impl Catalogue {
             max: 1_000_000,
             upstream_service: u64::from(id),
             cancel: true,
+            refill: true,
         };
         Catalogue::new(vec![
             service(1, "TikTok Views [verified, full delivery]", "0.90"),

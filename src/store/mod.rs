@@ -120,6 +120,8 @@ pub struct NewOrder {
     pub charge: Money,
     /// Known when TikTok answered at `add`; otherwise the worker reads it before placing.
     pub start_count: Option<u64>,
+    /// Makes this a refill of that order rather than an order of its own.
+    pub refill_of: Option<i64>,
 }
 
 /// Why `add` could not store an order.
@@ -159,6 +161,10 @@ pub struct OrderRecord {
     pub cancel_requested: bool,
     /// Why the status last changed, recorded in the order's history with the change.
     pub cause: Option<String>,
+    /// For a refill, the order whose lost views it restores.
+    pub refill_of: Option<i64>,
+    /// When the row last changed (the end, for an order that has ended).
+    pub updated_at: i64,
     /// The database's clock when this row was read, in milliseconds.
     pub db_now: i64,
 }
@@ -212,8 +218,11 @@ pub trait Store: Send + Sync + 'static {
         refuse_if_open: bool,
     ) -> Result<std::result::Result<i64, AddRefusal>>;
 
-    /// The orders among `ids` that belong to the key, in one query.
+    /// The orders among `ids` that belong to the key, in one query (refills are not orders).
     async fn orders(&self, key_id: i64, ids: &[i64]) -> Result<Vec<OrderRecord>>;
+
+    /// The refills among `ids` that belong to the key, in one query.
+    async fn refills(&self, key_id: i64, ids: &[i64]) -> Result<Vec<OrderRecord>>;
 
     /// Leases up to `limit` due orders to `owner` for `lease`, in one statement. An order waiting
     /// behind an earlier open order on the same video is not due.

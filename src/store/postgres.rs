@@ -200,8 +200,8 @@ impl Store for PostgresStore {
         };
         let sql = concat!(
             "INSERT INTO orders (key_id, service_id, video_id, link, quantity, charge, status, \
-             phase, start_count, last_count, remains, next_run_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'Pending', $7, $8, $9, $5, ",
+             phase, start_count, last_count, remains, kind, refill_of, next_run_at, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'Pending', $7, $8, $9, $5, $10, $11, ",
             now!(),
             ", ",
             now!(),
@@ -220,18 +220,19 @@ impl Store for PostgresStore {
             .bind(start_count)
             // Shown as the start count while queued; not a reading of this order's delivery.
             .bind(if queued { seen } else { None })
+            .bind(if order.refill_of.is_some() {
+                "refill"
+            } else {
+                "order"
+            })
+            .bind(order.refill_of)
             .fetch_one(&mut *tx)
             .await?;
-        let charge = Money::from_units(-order.charge.units());
-        Self::ledger_entry(
-            &mut tx,
-            order.key_id,
-            Some(id),
-            LedgerKind::Charge,
-            charge,
-            "add",
-        )
-        .await?;
+        if order.charge != Money::ZERO {
+            let charge = Money::from_units(-order.charge.units());
+            let (key, kind) = (order.key_id, LedgerKind::Charge);
+            Self::ledger_entry(&mut tx, key, Some(id), kind, charge, "add").await?;
+        }
 
         // Delivered when the transaction commits, to every listening worker process.
         sqlx::query("SELECT pg_notify($1, $2)")
@@ -253,7 +254,26 @@ impl Store for PostgresStore {
             order_columns!(),
             ", ",
             now!(),
-            " AS db_now FROM orders WHERE key_id = $1 AND id = ANY($2)"
+            " AS db_now FROM orders WHERE key_id = $1 AND id = ANY($2) AND kind = 'order'"
+        );
+        let rows = sqlx::query(sql)
+            .bind(key_id)
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(order_from_row).collect()
+    }
+
+    async fn refills(&self, key_id: i64, ids: &[i64]) -> Result<Vec<OrderRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = concat!(
+            "SELECT ",
+            order_columns!(),
+            ", ",
+            now!(),
+            " AS db_now FROM orders WHERE key_id = $1 AND id = ANY($2) AND kind = 'refill'"
         );
         let rows = sqlx::query(sql)
             .bind(key_id)

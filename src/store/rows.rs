@@ -16,7 +16,7 @@ macro_rules! order_columns {
     () => {
         "id, key_id, service_id, video_id, link, quantity, charge, refund, status, phase, \
          start_count, last_count, remains, provider_order, attempts, checks, claim, lease_owner, \
-         deadline_at, last_error, cancel_requested, status_cause"
+         deadline_at, last_error, cancel_requested, status_cause, kind, refill_of, updated_at"
     };
 }
 pub(crate) use order_columns;
@@ -118,6 +118,8 @@ where
         last_error: row.opt_text("last_error")?,
         cancel_requested: row.int("cancel_requested")? != 0,
         cause: row.opt_text("status_cause")?,
+        refill_of: row.opt_int("refill_of")?,
+        updated_at: row.int("updated_at")?,
         db_now: row.int("db_now")?,
     })
 }

@@ -12,4 +12,5 @@ mod links;
 mod money;
 mod orders;
 mod reader;
+mod refill;
 mod worker;

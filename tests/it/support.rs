@@ -149,6 +149,7 @@ fn test_catalogue() -> Catalogue {
         max: 10_000,
         upstream_service: 99,
         cancel: false,
+        refill: false,
     });
     Catalogue::new(services).unwrap()
 }
