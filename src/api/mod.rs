@@ -273,7 +273,7 @@ fn services(catalogue: &Catalogue) -> Value {
                 "max": s.max.to_string(),
                 "refill": s.refill,
                 "cancel": s.cancel,
-                "dripfeed": false,
+                "dripfeed": s.dripfeed,
             })
         })
         .collect();
@@ -291,6 +291,35 @@ fn price_text(rate: rust_decimal::Decimal) -> String {
 
 fn balance(key: &KeyRecord) -> Value {
     json!({ "balance": key.balance.to_string(), "currency": "USD" })
+}
+
+/// The most runs one drip-feed order may have, and the longest interval between them.
+const MAX_RUNS: u32 = 1000;
+const MAX_INTERVAL_MINUTES: u64 = 7 * 24 * 60;
+
+/// `runs` and `interval` (minutes) of a drip-feed order; one run when absent (clients send
+/// empty, 0 or 1 for a plain order).
+fn dripfeed(params: &Params) -> Result<(u32, Duration), ApiError> {
+    let incorrect = || ApiError::panel(texts::INCORRECT_REQUEST);
+    let runs = match params.get_nonempty("runs").map(str::trim) {
+        None | Some("0") | Some("1") => return Ok((1, Duration::ZERO)),
+        Some(runs) => runs.parse::<u32>().map_err(|_| incorrect())?,
+    };
+    if runs > MAX_RUNS {
+        return Err(ApiError::Panel(format!(
+            "Runs more than maximum {MAX_RUNS}"
+        )));
+    }
+    let minutes = match params.get_nonempty("interval").map(str::trim) {
+        None => 0,
+        Some(minutes) => minutes.parse::<u64>().map_err(|_| incorrect())?,
+    };
+    if minutes > MAX_INTERVAL_MINUTES {
+        return Err(ApiError::Panel(format!(
+            "Interval more than maximum {MAX_INTERVAL_MINUTES}"
+        )));
+    }
+    Ok((runs, Duration::from_secs(minutes * 60)))
 }
 
 /// A quantity as clients send it: digits, perhaps signed, perhaps too large for any service.
@@ -331,12 +360,7 @@ async fn add(state: &ApiState, key: &KeyRecord, params: &Params) -> Result<Value
     ) else {
         return Err(ApiError::panel(texts::INCORRECT_REQUEST));
     };
-    let wants_dripfeed = params
-        .get_nonempty("runs")
-        .is_some_and(|runs| runs.trim() != "0" && runs.trim() != "1");
-    if wants_dripfeed {
-        return Err(ApiError::panel(texts::DRIPFEED_UNAVAILABLE));
-    }
+    let (runs, interval) = dripfeed(params)?;
 
     let service = service
         .trim()
@@ -344,6 +368,9 @@ async fn add(state: &ApiState, key: &KeyRecord, params: &Params) -> Result<Value
         .ok()
         .and_then(|id| state.catalogue.get(id))
         .ok_or_else(|| ApiError::panel(texts::INCORRECT_SERVICE))?;
+    if runs > 1 && !service.dripfeed {
+        return Err(ApiError::panel(texts::DRIPFEED_UNAVAILABLE));
+    }
 
     let quantity = match parse_quantity(quantity) {
         None => return Err(ApiError::panel(texts::INCORRECT_REQUEST)),
@@ -363,7 +390,8 @@ async fn add(state: &ApiState, key: &KeyRecord, params: &Params) -> Result<Value
             service.max
         )));
     }
-    let charge = Money::charge_for(service.rate, quantity)
+    // A drip-feed order is charged on all its runs.
+    let charge = Money::charge_for(service.rate, quantity.saturating_mul(u64::from(runs)))
         .ok_or_else(|| ApiError::Panel(format!("Quantity more than maximum {}", service.max)))?;
     if key.balance < charge {
         return Err(ApiError::panel(texts::NOT_ENOUGH_FUNDS));
@@ -404,6 +432,8 @@ async fn add(state: &ApiState, key: &KeyRecord, params: &Params) -> Result<Value
         charge,
         start_count,
         refill_of: None,
+        runs,
+        interval,
     };
     match state.store.insert_order(&order, refuse).await? {
         Ok(id) => {
@@ -446,14 +476,19 @@ fn status_of(order: &OrderRecord) -> Value {
         .charge
         .checked_sub(order.refund)
         .unwrap_or(Money::ZERO);
-    json!({
+    let mut answer = json!({
         "charge": charge.to_string(),
         // A queued order shows the count seen at `add` until its own start count is read.
         "start_count": order.start_count.or(order.last_count).unwrap_or(0).to_string(),
         "status": order.status.as_str(),
         "remains": order.remains.to_string(),
         "currency": "USD",
-    })
+    });
+    // A drip-feed order also says how many runs it has, as panels show it.
+    if order.runs > 1 {
+        answer["runs"] = json!(order.runs.to_string());
+    }
+    answer
 }
 
 /// The ids of a list field as written, refusing an empty list or more than 100.
@@ -594,6 +629,8 @@ async fn refill_one(
         charge: Money::ZERO,
         start_count: Some(count),
         refill_of: Some(order.id),
+        runs: 1,
+        interval: Duration::ZERO,
     };
     match state.store.insert_order(&refill, true).await? {
         Ok(refill) => {

@@ -23,6 +23,8 @@ pub struct Service {
     pub cancel: bool,
     /// Whether ended orders may be refilled when their views drop.
     pub refill: bool,
+    /// Whether orders may be split into runs delivered some minutes apart.
+    pub dripfeed: bool,
 }
 
 /// The services on sale, by id.
@@ -52,6 +54,8 @@ struct ServiceEntry {
     cancel: bool,
     #[serde(default)]
     refill: bool,
+    #[serde(default)]
+    dripfeed: bool,
 }
 
 fn default_category() -> String {
@@ -108,6 +112,7 @@ impl Catalogue {
                     upstream_service: e.upstream_service,
                     cancel: e.cancel,
                     refill: e.refill,
+                    dripfeed: e.dripfeed,
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -127,6 +132,7 @@ impl Catalogue {
             upstream_service: u64::from(id),
             cancel: true,
             refill: true,
+            dripfeed: true,
         };
         Catalogue::new(vec![
             service(1, "TikTok Views [verified, full delivery]", "0.90"),

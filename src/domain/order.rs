@@ -70,6 +70,8 @@ pub enum Phase {
     Verify,
     /// The placement's outcome is unknown: the play count alone decides, until a deadline.
     Watch,
+    /// A drip-feed order, worked through its runs and ended when they all have.
+    Drip,
     /// Terminal.
     Done,
 }
@@ -83,6 +85,7 @@ impl Phase {
             Phase::Deliver => "deliver",
             Phase::Verify => "verify",
             Phase::Watch => "watch",
+            Phase::Drip => "drip",
             Phase::Done => "done",
         }
     }
@@ -90,7 +93,7 @@ impl Phase {
     /// The status clients see for an order that has not ended.
     pub fn open_status(self) -> OrderStatus {
         match self {
-            Phase::Start | Phase::Place => OrderStatus::Pending,
+            Phase::Start | Phase::Place | Phase::Drip => OrderStatus::Pending,
             _ => OrderStatus::InProgress,
         }
     }
@@ -107,6 +110,7 @@ impl FromStr for Phase {
             "deliver" => Phase::Deliver,
             "verify" => Phase::Verify,
             "watch" => Phase::Watch,
+            "drip" => Phase::Drip,
             "done" => Phase::Done,
             other => return Err(format!("unknown order phase {other:?}")),
         })
@@ -156,7 +160,7 @@ mod tests {
             assert_eq!(OrderStatus::from_str(s).unwrap().as_str(), s);
         }
         for p in [
-            "start", "place", "placing", "deliver", "verify", "watch", "done",
+            "start", "place", "placing", "deliver", "verify", "watch", "drip", "done",
         ] {
             assert_eq!(Phase::from_str(p).unwrap().as_str(), p);
         }

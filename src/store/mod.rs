@@ -122,6 +122,10 @@ pub struct NewOrder {
     pub start_count: Option<u64>,
     /// Makes this a refill of that order rather than an order of its own.
     pub refill_of: Option<i64>,
+    /// Drip-feed: `quantity` is delivered this many times (1 for a plain order)...
+    pub runs: u32,
+    /// ...this far apart.
+    pub interval: Duration,
 }
 
 /// Why `add` could not store an order.
@@ -163,6 +167,10 @@ pub struct OrderRecord {
     pub cause: Option<String>,
     /// For a refill, the order whose lost views it restores.
     pub refill_of: Option<i64>,
+    /// For one run of a drip-feed order, that order.
+    pub run_of: Option<i64>,
+    /// How many runs a drip-feed order has (1 for any other).
+    pub runs: u32,
     /// When the row last changed (the end, for an order that has ended).
     pub updated_at: i64,
     /// The database's clock when this row was read, in milliseconds.
@@ -267,6 +275,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: i64,
     ) -> Result<Option<(OrderRecord, Vec<OrderEvent>, Vec<LedgerEntry>)>>;
+
+    /// Marks a drip-feed order `In progress` once one of its runs is.
+    async fn drip_started(&self, drip: i64) -> Result<()>;
+
+    /// Ends each drip-feed order whose runs have all ended: `Completed` when they delivered
+    /// everything, else `Partial` (or `Canceled`) with the refund of what did not come, once.
+    async fn settle_drips(&self) -> Result<u64>;
 
     /// Writes the worker's changes to a claimed order, fenced on its claim and owner, with the
     /// refund (if any) in the same transaction. Returns false, writing nothing, when the lease

@@ -12,7 +12,8 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::rows::{
-    bind_save, key_from_row, ledger_from_tuple, millis, order_columns, order_from_row, to_i64,
+    bind_save, corrupt, key_from_row, ledger_from_tuple, millis, order_columns, order_from_row,
+    to_i64,
 };
 use super::{
     AddRefusal, CancelOutcome, KeyRecord, KeySummary, LedgerEntry, LedgerKind, NewOrder, Next,
@@ -194,14 +195,19 @@ impl Store for PostgresStore {
             .start_count
             .map(|c| to_i64(c, "start_count"))
             .transpose()?;
+        let drip = order.runs > 1;
         let (phase, start_count) = match seen {
+            // A drip-feed order is worked through its runs; it keeps the count seen at `add`.
+            _ if drip => (Phase::Drip, seen),
             Some(count) if !queued => (Phase::Place, Some(count)),
             _ => (Phase::Start, None),
         };
+        let total = order.quantity.saturating_mul(u64::from(order.runs.max(1)));
         let sql = concat!(
             "INSERT INTO orders (key_id, service_id, video_id, link, quantity, charge, status, \
-             phase, start_count, last_count, remains, kind, refill_of, next_run_at, created_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'Pending', $7, $8, $9, $5, $10, $11, ",
+             phase, start_count, last_count, remains, kind, refill_of, runs, next_run_at, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'Pending', $7, $8, $9, \
+             $5, $10, $11, $12, ",
             now!(),
             ", ",
             now!(),
@@ -214,18 +220,19 @@ impl Store for PostgresStore {
             .bind(i64::from(order.service_id))
             .bind(order.video_id.to_string())
             .bind(&order.link)
-            .bind(to_i64(order.quantity, "quantity")?)
+            .bind(to_i64(total, "quantity")?)
             .bind(order.charge.units())
             .bind(phase.as_str())
             .bind(start_count)
             // Shown as the start count while queued; not a reading of this order's delivery.
             .bind(if queued { seen } else { None })
-            .bind(if order.refill_of.is_some() {
-                "refill"
-            } else {
-                "order"
+            .bind(match (order.refill_of, drip) {
+                (Some(_), _) => "refill",
+                (None, true) => "drip",
+                (None, false) => "order",
             })
             .bind(order.refill_of)
+            .bind(i64::from(order.runs.max(1)))
             .fetch_one(&mut *tx)
             .await?;
         if order.charge != Money::ZERO {
@@ -241,6 +248,33 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
 
+        // Each run is an order row of its own, due `interval` after the one before it.
+        if drip {
+            let sql = concat!(
+                "INSERT INTO orders (key_id, service_id, video_id, link, quantity, charge, status, \
+                 phase, remains, kind, run_of, next_run_at, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, 0, 'Pending', 'start', $5, 'run', $6, ",
+                now!(),
+                " + $7, ",
+                now!(),
+                ", ",
+                now!(),
+                ")"
+            );
+            for run in 0..order.runs {
+                sqlx::query(sql)
+                    .bind(order.key_id)
+                    .bind(i64::from(order.service_id))
+                    .bind(order.video_id.to_string())
+                    .bind(&order.link)
+                    .bind(to_i64(order.quantity, "quantity")?)
+                    .bind(id)
+                    .bind(millis(order.interval.saturating_mul(run)))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+
         tx.commit().await?;
         Ok(Ok(id))
     }
@@ -254,7 +288,7 @@ impl Store for PostgresStore {
             order_columns!(),
             ", ",
             now!(),
-            " AS db_now FROM orders WHERE key_id = $1 AND id = ANY($2) AND kind = 'order'"
+            " AS db_now FROM orders WHERE key_id = $1 AND id = ANY($2) AND kind IN ('order', 'drip')"
         );
         let rows = sqlx::query(sql)
             .bind(key_id)
@@ -287,13 +321,14 @@ impl Store for PostgresStore {
         // Rows another worker is claiming are skipped, not waited for; an order behind an
         // earlier open order on its video is not due.
         let sql = concat!(
-            "WITH due AS (SELECT id FROM orders AS o WHERE phase <> 'done' AND next_run_at <= ",
+            "WITH due AS (SELECT id FROM orders AS o WHERE phase NOT IN ('done', 'drip') \
+             AND next_run_at <= ",
             now!(),
             " AND (lease_until IS NULL OR lease_until <= ",
             now!(),
             ") \
              AND NOT EXISTS (SELECT 1 FROM orders AS earlier \
-                 WHERE earlier.video_id = o.video_id AND earlier.phase <> 'done' \
+                 WHERE earlier.video_id = o.video_id AND earlier.phase NOT IN ('done', 'drip') \
                  AND earlier.id < o.id) \
              ORDER BY next_run_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
              UPDATE orders SET lease_owner = $1, lease_until = ",
@@ -380,6 +415,30 @@ impl Store for PostgresStore {
             tx.commit().await?;
             return Ok(CancelOutcome::Canceled);
         }
+
+        // A drip-feed order: runs not yet started end here; running ones are asked to stop.
+        let sql = concat!(
+            "UPDATE orders SET status = 'Canceled', phase = 'done', remains = quantity, \
+             status_cause = 'canceled by the client', updated_at = ",
+            now!(),
+            " WHERE run_of = $1 AND key_id = $2 AND phase IN ('start', 'place') \
+             AND (lease_until IS NULL OR lease_until <= ",
+            now!(),
+            ")"
+        );
+        sqlx::query(sql)
+            .bind(id)
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE orders SET cancel_requested = 1 WHERE run_of = $1 AND key_id = $2 \
+             AND phase <> 'done'",
+        )
+        .bind(id)
+        .bind(key_id)
+        .execute(&mut *tx)
+        .await?;
 
         let marked = sqlx::query(
             "UPDATE orders SET cancel_requested = 1 WHERE id = $1 AND key_id = $2 \
@@ -513,6 +572,93 @@ impl Store for PostgresStore {
         .await?;
         let entries = entries.into_iter().map(ledger_from_tuple).collect();
         Ok(Some((order, events, entries)))
+    }
+
+    async fn drip_started(&self, drip: i64) -> Result<()> {
+        let sql = concat!(
+            "UPDATE orders SET status = 'In progress', status_cause = 'a run started', \
+             updated_at = ",
+            now!(),
+            " WHERE id = $1 AND kind = 'drip' AND status = 'Pending'"
+        );
+        sqlx::query(sql).bind(drip).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn settle_drips(&self) -> Result<u64> {
+        let ready: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM orders AS d WHERE d.kind = 'drip' AND d.phase <> 'done' \
+             AND NOT EXISTS (SELECT 1 FROM orders AS r WHERE r.run_of = d.id \
+                 AND r.phase <> 'done')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut settled = 0;
+        for drip in ready {
+            let mut tx = self.pool.begin().await?;
+            let (key_id, quantity, charge): (i64, i64, i64) =
+                sqlx::query_as("SELECT key_id, quantity, charge FROM orders WHERE id = $1")
+                    .bind(drip)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let delivered: i64 = sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(quantity - remains), 0) AS BIGINT) FROM orders \
+                 WHERE run_of = $1",
+            )
+            .bind(drip)
+            .fetch_one(&mut *tx)
+            .await?;
+            let quantity = u64::try_from(quantity).map_err(corrupt)?;
+            let delivered = u64::try_from(delivered.max(0))
+                .map_err(corrupt)?
+                .min(quantity);
+            let remains = quantity - delivered;
+            let charge = Money::from_units(charge);
+            let (status, refund) = if remains == 0 {
+                ("Completed", Money::ZERO)
+            } else if delivered == 0 {
+                ("Canceled", charge)
+            } else {
+                ("Partial", charge.refund_share(remains, quantity))
+            };
+            let sql = concat!(
+                "UPDATE orders SET status = $1, phase = 'done', remains = $2, refund = $3, \
+                 status_cause = 'every run has ended', updated_at = ",
+                now!(),
+                " WHERE id = $4 AND phase <> 'done'"
+            );
+            let ended = sqlx::query(sql)
+                .bind(status)
+                .bind(to_i64(remains, "remains")?)
+                .bind(refund.units())
+                .bind(drip)
+                .execute(&mut *tx)
+                .await?;
+            // Another worker settled it first.
+            if ended.rows_affected() != 1 {
+                continue;
+            }
+            if refund != Money::ZERO {
+                sqlx::query("UPDATE api_keys SET balance = balance + $1 WHERE id = $2")
+                    .bind(refund.units())
+                    .bind(key_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let note = "drip-feed runs fell short";
+                Self::ledger_entry(
+                    &mut tx,
+                    key_id,
+                    Some(drip),
+                    LedgerKind::Refund,
+                    refund,
+                    note,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            settled += 1;
+        }
+        Ok(settled)
     }
 
     async fn save(&self, order: &OrderRecord, next: Next) -> Result<bool> {

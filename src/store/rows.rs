@@ -16,7 +16,8 @@ macro_rules! order_columns {
     () => {
         "id, key_id, service_id, video_id, link, quantity, charge, refund, status, phase, \
          start_count, last_count, remains, provider_order, attempts, checks, claim, lease_owner, \
-         deadline_at, last_error, cancel_requested, status_cause, kind, refill_of, updated_at"
+         deadline_at, last_error, cancel_requested, status_cause, kind, refill_of, updated_at, \
+         run_of, runs"
     };
 }
 pub(crate) use order_columns;
@@ -119,6 +120,8 @@ where
         cancel_requested: row.int("cancel_requested")? != 0,
         cause: row.opt_text("status_cause")?,
         refill_of: row.opt_int("refill_of")?,
+        run_of: row.opt_int("run_of")?,
+        runs: small(row, "runs")?,
         updated_at: row.int("updated_at")?,
         db_now: row.int("db_now")?,
     })

@@ -171,6 +171,11 @@ impl Worker {
             .claim(&self.owner, self.config.batch, self.config.lease)
             .await?;
         let count = claimed.len();
+        if count == 0 {
+            // Nothing due: end any drip-feed order whose runs all ended without it being
+            // ended (its runs were canceled, or a worker died in between).
+            self.store.settle_drips().await?;
+        }
         let mut tasks = JoinSet::new();
         for order in claimed {
             let worker = self.clone();
@@ -234,7 +239,8 @@ impl Worker {
             Phase::Deliver => self.follow_delivery(order).await,
             Phase::Verify => self.verify(order).await,
             Phase::Watch => self.watch(order).await,
-            Phase::Done => Ok(()),
+            // Never claimed: a drip-feed order moves through its runs.
+            Phase::Drip | Phase::Done => Ok(()),
         }
     }
 
@@ -624,6 +630,9 @@ impl Worker {
         if self.store.save(&order, next).await? {
             info!(order.id = order.id, video.id = %order.video_id, from = %from, to = %status,
                 refund = %refund, cause, "order ended");
+            if order.run_of.is_some() {
+                self.store.settle_drips().await?;
+            }
         }
         Ok(())
     }
@@ -639,9 +648,15 @@ impl Worker {
         order.phase = phase;
         order.status = phase.open_status();
         order.cause = Some(cause.to_string());
-        if self.store.save(&order, Next::after(after)).await? && from != order.status {
+        if !self.store.save(&order, Next::after(after)).await? {
+            return Ok(());
+        }
+        if from != order.status {
             info!(order.id = order.id, video.id = %order.video_id, from = %from,
                 to = %order.status, cause, "order status changed");
+        }
+        if let (Some(drip), OrderStatus::InProgress) = (order.run_of, order.status) {
+            self.store.drip_started(drip).await?;
         }
         Ok(())
     }

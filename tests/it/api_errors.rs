@@ -259,7 +259,7 @@ async fn services_list_has_the_shapes_clients_compare(backend: Backend) {
         first,
         &json!({"service": 1, "name": "TikTok Views [verified, full delivery]", "type": "Default",
                 "category": "TikTok Views", "rate": "0.90", "min": "100", "max": "1000000",
-                "refill": true, "cancel": true, "dripfeed": false})
+                "refill": true, "cancel": true, "dripfeed": true})
     );
     assert_eq!(services.as_array().unwrap().len(), 3);
 }

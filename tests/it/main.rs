@@ -7,6 +7,7 @@ mod api_errors;
 mod clients;
 mod cluster;
 mod crash;
+mod dripfeed;
 mod encodings;
 mod links;
 mod money;

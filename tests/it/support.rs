@@ -150,6 +150,7 @@ fn test_catalogue() -> Catalogue {
         upstream_service: 99,
         cancel: false,
         refill: false,
+        dripfeed: false,
     });
     Catalogue::new(services).unwrap()
 }
