@@ -1,61 +1,42 @@
 //! The `playpanel` binary as a newcomer runs it, driven by a real panel client library.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use crate::support::{Process, spawn};
 
 /// `playpanel serve --sandbox` on a free port, with what it printed on start.
 struct Server {
-    child: Child,
+    process: Process,
     api: String,
     key: String,
+    /// The in-process sandbox's base URL, for setting up scenarios.
+    sandbox: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start_server() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("demo.db").display());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_playpanel"))
-        .args([
-            "serve",
-            "--sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--database",
-            &database,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let (mut api, mut key) = (None, None);
-    while api.is_none() {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("demo API key (balance 100.00000 USD): ") {
-            key = Some(rest.trim().to_string());
-        }
-        if let Some(rest) = line.strip_prefix("playpanel listening on ") {
-            api = Some(rest.trim().to_string());
-        }
-    }
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let args = [
+        "serve",
+        "--sandbox",
+        "--listen",
+        "127.0.0.1:0",
+        "--database",
+        &database,
+    ];
+    let wanted = [
+        "sandbox (TikTok pages and upstream panel) at ",
+        "demo API key (balance 100.00000 USD): ",
+        "playpanel listening on ",
+    ];
+    let (process, found) = spawn(&args, &wanted);
     Server {
-        child,
-        api: api.unwrap(),
-        key: key.expect("no demo key printed"),
+        process,
+        sandbox: found[0].clone(),
+        key: found[1].clone(),
+        api: found[2].clone(),
         _dir: dir,
     }
 }
@@ -98,12 +79,12 @@ fn unavailable(why: &str) -> Option<std::path::PathBuf> {
 }
 
 const SMMPY_SCRIPT: &str = r#"
-import json, sys, time
+import json, sys, time, urllib.request
 from smmpy import smm
 
 api = smm(sys.argv[1], sys.argv[2])
 out = {"services": api.get_services(), "balance_before": api.get_balance()}
-order = api.add_order(1, "https://vm.tiktok.com/ZMsmmpy1/", 1000)
+order = api.add_order(1, "https://www.tiktok.com/@py/video/7000000000000000042", 1000)
 out["order"] = order
 deadline = time.time() + 60
 while True:
@@ -114,6 +95,31 @@ while True:
 out["status"] = status
 out["multi"] = api.get_multi_status([order["order"], 424242])
 out["cancel"] = api.cancel_orders([order["order"], 424242])
+# TikTok takes 300 of the delivered views away; the order is refilled.
+video = "7000000000000000042"
+put = urllib.request.Request(sys.argv[3] + "sandbox/videos/" + video, method="PUT",
+    data=json.dumps({"plays": int(status["start_count"]) + 700}).encode(),
+    headers={"Content-Type": "application/json"})
+urllib.request.urlopen(put).read()
+refill = api.create_refill(order["order"])
+out["refill"] = refill
+out["multi_refill"] = api.create_multi_refill([order["order"], 424242])
+deadline = time.time() + 60
+while True:
+    refill_status = api.get_refill_status(refill["refill"])
+    if refill_status["status"] in ("Completed", "Partial", "Rejected") or time.time() > deadline:
+        break
+    time.sleep(0.2)
+out["refill_status"] = refill_status
+out["multi_refill_status"] = api.get_multi_refill_status([refill["refill"], 424242])
+drip = api.add_order(1, "https://www.tiktok.com/@py/video/7000000000000000043", 100, runs=3, interval=0)
+deadline = time.time() + 60
+while True:
+    drip_status = api.get_status(drip["order"])
+    if drip_status["status"] in ("Completed", "Partial", "Canceled") or time.time() > deadline:
+        break
+    time.sleep(0.2)
+out["drip"] = drip_status
 try:
     api.add_order(1, "https://www.tiktok.com/@someone", 1000)
 except Exception as e:
@@ -128,7 +134,13 @@ fn the_smmpy_client_places_and_follows_an_order() {
     let server = start_server();
 
     let output = Command::new(python)
-        .args(["-c", SMMPY_SCRIPT, &server.api, &server.key])
+        .args([
+            "-c",
+            SMMPY_SCRIPT,
+            &server.api,
+            &server.key,
+            &format!("{}/", server.sandbox.trim_end_matches('/')),
+        ])
         .output()
         .unwrap();
     assert!(
@@ -156,7 +168,31 @@ fn the_smmpy_client_places_and_follows_an_order() {
             {"order": 424242, "cancel": {"error": "Incorrect order ID"}},
         ])
     );
-    assert_eq!(out["balance_after"]["balance"], "99.10000");
+    assert_eq!(
+        out["refill"]["refill"].as_str().map(str::len).unwrap_or(0) > 0,
+        true,
+        "{out}"
+    );
+    assert_eq!(out["refill_status"]["status"], "Completed", "{out}");
+    let refill_id: i64 = out["refill"]["refill"].as_str().unwrap().parse().unwrap();
+    // The first refill is still open or done; asking again for the same order is refused.
+    assert_eq!(out["multi_refill"][0]["order"], id_number);
+    assert_eq!(
+        out["multi_refill"][1]["refill"]["error"],
+        "Incorrect order ID"
+    );
+    assert_eq!(
+        out["multi_refill_status"],
+        serde_json::json!([
+            {"refill": refill_id, "status": "Completed"},
+            {"refill": 424242, "status": {"error": "Refill not found"}},
+        ])
+    );
+    assert_eq!(out["drip"]["status"], "Completed", "{out}");
+    assert_eq!(out["drip"]["runs"], "3");
+    assert_eq!(out["drip"]["charge"], "0.27000");
+    // 0.90 for the order and 0.27 for the drip-feed; refills are free.
+    assert_eq!(out["balance_after"]["balance"], "98.83000");
 }
 
 #[test]
@@ -169,7 +205,7 @@ fn sigterm_stops_the_server_cleanly() {
         .trim_end_matches("/api/v2");
     let mut stalled = std::net::TcpStream::connect(address).unwrap();
     std::io::Write::write_all(&mut stalled, b"GET /api/v2 HTTP/1.1\r\nHost: x\r\n").unwrap();
-    let pid = server.child.id().to_string();
+    let pid = server.process.0.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -179,7 +215,7 @@ fn sigterm_stops_the_server_cleanly() {
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
+        if let Some(status) = server.process.0.try_wait().unwrap() {
             assert!(status.success(), "exit status {status}");
             break;
         }
@@ -265,7 +301,12 @@ fn a_php_curl_client_uses_every_action() {
     let server = start_server();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/php/panel_client.php");
     let output = Command::new("php")
-        .args([script, &server.api, &server.key])
+        .args([
+            script,
+            &server.api,
+            &server.key,
+            server.sandbox.trim_end_matches('/'),
+        ])
         .output()
         .unwrap();
     assert!(
@@ -286,4 +327,17 @@ fn a_php_curl_client_uses_every_action() {
     assert_eq!(out["cancel"][0]["cancel"], 1, "{out}");
     assert_eq!(out["cancel"][1]["cancel"]["error"], "Incorrect order ID");
     assert_eq!(out["bad_link"], "Incorrect link");
+    assert_eq!(out["refill_status"], "Completed", "{out}");
+    assert_eq!(
+        out["multi_refill"],
+        serde_json::json!([{"order": 987654, "refill": {"error": "Incorrect order ID"}}])
+    );
+    let refill: i64 = out["refill"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        out["multi_refill_status"],
+        serde_json::json!([
+            {"refill": refill, "status": "Completed"},
+            {"refill": 987654, "status": {"error": "Refill not found"}},
+        ])
+    );
 }

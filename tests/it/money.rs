@@ -1,5 +1,6 @@
 //! Cancels, and money that always adds up: every key's balance equals the sum of its ledger,
-//! and no order is refunded more than it was charged, over random sequences of operations.
+//! and no order is refunded more than it was charged, over random sequences of adds, cancels,
+//! refills, worker steps, dying workers and play counts that move.
 
 use std::time::Duration;
 
@@ -180,7 +181,7 @@ async fn the_ledger_explains_every_balance_over_random_histories(backend: Backen
         let mut ids: Vec<String> = Vec::new();
         for _ in 0..40 {
             let key = &keys[rng.below(2) as usize];
-            match rng.below(7) {
+            match rng.below(8) {
                 0 | 1 => {
                     let service = ["1", "2", "3"][rng.below(3) as usize];
                     let video = 5_000 + rng.below(12);
@@ -222,6 +223,11 @@ async fn the_ledger_explains_every_balance_over_random_histories(backend: Backen
                             env.app.store.save(&order, held).await.unwrap();
                         }
                     }
+                }
+                6 if !ids.is_empty() => {
+                    let id = &ids[rng.below(ids.len() as u64) as usize];
+                    env.call_as(key, &[("action", "refill"), ("order", id)])
+                        .await;
                 }
                 5 => {
                     let video = 5_000 + rng.below(12);
