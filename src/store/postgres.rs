@@ -103,6 +103,34 @@ impl PostgresStore {
             }
         }
     }
+
+    /// The key's rows among `ids` of either of two kinds, in one query.
+    async fn rows_by_ids(
+        &self,
+        key_id: i64,
+        ids: &[i64],
+        kinds: [&str; 2],
+    ) -> Result<Vec<OrderRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = concat!(
+            "SELECT ",
+            order_columns!(),
+            ", ",
+            now!(),
+            " AS db_now FROM orders WHERE key_id = $1 AND id = ANY($2) \
+             AND kind IN ($3, $4)"
+        );
+        let rows = sqlx::query(sql)
+            .bind(key_id)
+            .bind(ids)
+            .bind(kinds[0])
+            .bind(kinds[1])
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(order_from_row).collect()
+    }
 }
 
 #[async_trait]
@@ -280,41 +308,11 @@ impl Store for PostgresStore {
     }
 
     async fn orders(&self, key_id: i64, ids: &[i64]) -> Result<Vec<OrderRecord>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = concat!(
-            "SELECT ",
-            order_columns!(),
-            ", ",
-            now!(),
-            " AS db_now FROM orders WHERE key_id = $1 AND id = ANY($2) AND kind IN ('order', 'drip')"
-        );
-        let rows = sqlx::query(sql)
-            .bind(key_id)
-            .bind(ids)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(order_from_row).collect()
+        self.rows_by_ids(key_id, ids, ["order", "drip"]).await
     }
 
     async fn refills(&self, key_id: i64, ids: &[i64]) -> Result<Vec<OrderRecord>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = concat!(
-            "SELECT ",
-            order_columns!(),
-            ", ",
-            now!(),
-            " AS db_now FROM orders WHERE key_id = $1 AND id = ANY($2) AND kind = 'refill'"
-        );
-        let rows = sqlx::query(sql)
-            .bind(key_id)
-            .bind(ids)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(order_from_row).collect()
+        self.rows_by_ids(key_id, ids, ["refill", "refill"]).await
     }
 
     async fn claim(&self, owner: &str, limit: u32, lease: Duration) -> Result<Vec<OrderRecord>> {
