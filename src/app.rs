@@ -94,6 +94,7 @@ impl Playpanel {
         let api = ApiState {
             statuses,
             limits,
+            known_keys: Arc::new(api::KnownKeys::new(settings.api.key_memory)),
             store: store.clone(),
             reader: reader.clone(),
             catalogue,

@@ -228,8 +228,9 @@ struct RunArgs {
     /// Days after an order ends during which it may be refilled.
     #[arg(long, env = "PLAYPANEL_REFILL_DAYS", default_value_t = 30.0)]
     refill_days: f64,
-    /// Seconds a status answer may be reused by this process (0: always read afresh).
-    #[arg(long, env = "PLAYPANEL_STATUS_CACHE", default_value_t = 0.0)]
+    /// Seconds a status answer may be reused by this process (0: always read afresh). Clients
+    /// poll the same orders over and over; two seconds spares the database most of it.
+    #[arg(long, env = "PLAYPANEL_STATUS_CACHE", default_value_t = 2.0)]
     status_cache: f64,
     /// What to do with an order for a video that already has an open order: queue it behind
     /// that one (its start count is read when its turn comes) or refuse it.

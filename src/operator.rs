@@ -53,7 +53,7 @@ pub async fn revoke_key(store: &dyn Store, key: &str) -> anyhow::Result<String> 
     if !store.revoke_key(&hash_key(key.trim())).await? {
         bail!("no active key matches");
     }
-    Ok("revoked; calls with this key now answer \"Invalid API key\"\n".to_string())
+    Ok("revoked; API processes answer \"Invalid API key\" for it within 5 seconds\n".to_string())
 }
 
 /// Adds (or with a minus sign, takes away) money, as a top-up or an adjustment.

@@ -66,6 +66,7 @@ pub struct ApiState {
     pub wake: Arc<Notify>,
     pub statuses: Statuses,
     pub limits: Arc<KeyLimits>,
+    pub known_keys: Arc<KnownKeys>,
     pub config: ApiConfig,
 }
 
@@ -101,6 +102,8 @@ pub struct ApiConfig {
     pub status_cache_ttl: Duration,
     /// How long after an order ends it may be refilled.
     pub refill_window: Duration,
+    /// How long a key is remembered after a lookup; a revoked key stops working within it.
+    pub key_memory: Duration,
     /// Calls per second one key may make to this process (with as many again in a burst);
     /// zero for no limit.
     pub key_rate_per_second: u32,
@@ -116,6 +119,7 @@ impl Default for ApiConfig {
             status_cache_ttl: Duration::ZERO,
             key_rate_per_second: 50,
             refill_window: Duration::from_secs(30 * 24 * 3600),
+            key_memory: Duration::from_secs(5),
         }
     }
 }
@@ -225,13 +229,13 @@ async fn answer(state: &ApiState, request: Request) -> Result<Value, ApiError> {
     }
     let params = Params::from_request(request, state.config.max_body_bytes).await?;
 
-    let key = authenticate(state.store.as_ref(), params.get("key")).await?;
+    let key = authenticate(state.store.as_ref(), &state.known_keys, params.get("key")).await?;
     if !state.limits.allows(key.id) {
         return Err(ApiError::panel(texts::TOO_MANY_CALLS));
     }
     match params.get("action").unwrap_or_default() {
         "services" => Ok(services(&state.catalogue)),
-        "balance" => Ok(balance(&key)),
+        "balance" => Ok(balance(&fresh(state.store.as_ref(), &key).await?)),
         "add" => add(state, &key, &params).await,
         "status" => status(&state.statuses, &key, &params).await,
         "cancel" => cancel(state, &key, &params).await,
@@ -247,16 +251,64 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-async fn authenticate(store: &dyn Store, key: Option<&str>) -> Result<KeyRecord, ApiError> {
+/// Keys recently seen, by hash, so that a client polling `status` costs no key lookup. The
+/// balance in a remembered key may be stale: `balance` and `add` read it afresh.
+pub struct KnownKeys(Option<moka::future::Cache<String, KeyRecord>>);
+
+impl KnownKeys {
+    /// Keys are remembered for `ttl`; zero looks every one up.
+    pub fn new(ttl: Duration) -> KnownKeys {
+        KnownKeys((!ttl.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build()
+        }))
+    }
+
+    async fn get(&self, hash: &str) -> Option<KeyRecord> {
+        self.0.as_ref()?.get(hash).await
+    }
+
+    async fn remember(&self, record: &KeyRecord) {
+        if let Some(cache) = &self.0 {
+            cache.insert(record.key_hash.clone(), record.clone()).await;
+        }
+    }
+}
+
+async fn authenticate(
+    store: &dyn Store,
+    known: &KnownKeys,
+    key: Option<&str>,
+) -> Result<KeyRecord, ApiError> {
     let key = key.map(str::trim).unwrap_or_default();
     if key.is_empty() || key.len() > 256 {
         return Err(ApiError::panel(texts::INVALID_KEY));
     }
     let hash = hash_key(key);
-    match store.find_key(&hash).await? {
+    let record = match known.get(&hash).await {
+        Some(record) => Some(record),
+        None => {
+            let found = store.find_key(&hash).await?;
+            if let Some(record) = &found {
+                known.remember(record).await;
+            }
+            found
+        }
+    };
+    match record {
         Some(record) if bool::from(record.key_hash.as_bytes().ct_eq(hash.as_bytes())) => Ok(record),
         _ => Err(ApiError::panel(texts::INVALID_KEY)),
     }
+}
+
+/// The key as stored now, with its current balance.
+async fn fresh(store: &dyn Store, key: &KeyRecord) -> Result<KeyRecord, ApiError> {
+    store
+        .find_key(&key.key_hash)
+        .await?
+        .ok_or_else(|| ApiError::panel(texts::INVALID_KEY))
 }
 
 fn services(catalogue: &Catalogue) -> Value {
@@ -393,7 +445,7 @@ async fn add(state: &ApiState, key: &KeyRecord, params: &Params) -> Result<Value
     // A drip-feed order is charged on all its runs.
     let charge = Money::charge_for(service.rate, quantity.saturating_mul(u64::from(runs)))
         .ok_or_else(|| ApiError::Panel(format!("Quantity more than maximum {}", service.max)))?;
-    if key.balance < charge {
+    if fresh(state.store.as_ref(), key).await?.balance < charge {
         return Err(ApiError::panel(texts::NOT_ENOUGH_FUNDS));
     }
 

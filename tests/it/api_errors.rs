@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use crate::support::{Backend, TestEnv};
 
 crate::both!(
+    a_revoked_key_is_refused,
     a_key_calling_too_fast_is_slowed_down,
     a_declared_body_past_the_limit_is_refused_at_once,
     keys_are_checked_first,
@@ -309,4 +310,16 @@ async fn a_key_calling_too_fast_is_slowed_down(backend: Backend) {
     // Another key is not held back by the first.
     let answer = env.call_as(&other, &[("action", "balance")]).await;
     assert_eq!(answer["balance"], "1.00000");
+}
+
+async fn a_revoked_key_is_refused(backend: Backend) {
+    let env = TestEnv::start_with(backend, |s| s.api.key_memory = std::time::Duration::ZERO).await;
+    assert_eq!(env.balance().await, "100.00000");
+    let hash = playpanel::api::hash_key(&env.key);
+    assert!(env.app.store.revoke_key(&hash).await.unwrap());
+    assert_eq!(
+        env.call(&[("action", "balance")]).await,
+        error("Invalid API key")
+    );
+    assert!(!env.app.store.revoke_key(&hash).await.unwrap());
 }
