@@ -319,14 +319,15 @@ impl Store for PostgresStore {
         // Rows another worker is claiming are skipped, not waited for; an order behind an
         // earlier open order on its video is not due.
         let sql = concat!(
-            "WITH due AS (SELECT id FROM orders AS o WHERE phase NOT IN ('done', 'drip') \
+            "WITH due AS (SELECT id FROM orders AS o WHERE phase <> 'done' AND phase <> 'drip' \
              AND next_run_at <= ",
             now!(),
             " AND (lease_until IS NULL OR lease_until <= ",
             now!(),
             ") \
              AND NOT EXISTS (SELECT 1 FROM orders AS earlier \
-                 WHERE earlier.video_id = o.video_id AND earlier.phase NOT IN ('done', 'drip') \
+                 WHERE earlier.video_id = o.video_id AND earlier.phase <> 'done' \
+                 AND earlier.phase <> 'drip' \
                  AND earlier.id < o.id) \
              ORDER BY next_run_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
              UPDATE orders SET lease_owner = $1, lease_until = ",

@@ -293,14 +293,15 @@ impl Store for SqliteStore {
             now!(),
             " + ?2, \
              claim = claim + 1 \
-             WHERE id IN (SELECT id FROM orders AS o WHERE phase NOT IN ('done', 'drip') \
+             WHERE id IN (SELECT id FROM orders AS o WHERE phase <> 'done' AND phase <> 'drip' \
              AND next_run_at <= ",
             now!(),
             " AND (lease_until IS NULL OR lease_until <= ",
             now!(),
             ") \
              AND NOT EXISTS (SELECT 1 FROM orders AS earlier \
-                 WHERE earlier.video_id = o.video_id AND earlier.phase NOT IN ('done', 'drip') \
+                 WHERE earlier.video_id = o.video_id AND earlier.phase <> 'done' \
+                 AND earlier.phase <> 'drip' \
                  AND earlier.id < o.id) \
              ORDER BY next_run_at LIMIT ?3) \
              RETURNING ",
