@@ -279,6 +279,9 @@ pub trait Store: Send + Sync + 'static {
     /// Marks a drip-feed order `In progress` once one of its runs is.
     async fn drip_started(&self, drip: i64) -> Result<()>;
 
+    /// Brings a drip-feed order's `remains` down by what its ended runs delivered.
+    async fn drip_progress(&self, drip: i64) -> Result<()>;
+
     /// Ends each drip-feed order whose runs have all ended: `Completed` when they delivered
     /// everything, else `Partial` (or `Canceled`) with the refund of what did not come, once.
     async fn settle_drips(&self) -> Result<u64>;

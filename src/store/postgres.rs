@@ -584,6 +584,18 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn drip_progress(&self, drip: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE orders SET remains = quantity - (SELECT CAST(COALESCE(SUM(r.quantity - \
+             r.remains), 0) AS BIGINT) FROM orders AS r WHERE r.run_of = $1 AND r.phase = 'done') \
+             WHERE id = $1 AND kind = 'drip' AND phase <> 'done'",
+        )
+        .bind(drip)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn settle_drips(&self) -> Result<u64> {
         let ready: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM orders AS d WHERE d.kind = 'drip' AND d.phase <> 'done' \

@@ -630,7 +630,8 @@ impl Worker {
         if self.store.save(&order, next).await? {
             info!(order.id = order.id, video.id = %order.video_id, from = %from, to = %status,
                 refund = %refund, cause, "order ended");
-            if order.run_of.is_some() {
+            if let Some(drip) = order.run_of {
+                self.store.drip_progress(drip).await?;
                 self.store.settle_drips().await?;
             }
         }

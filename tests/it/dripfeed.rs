@@ -74,7 +74,12 @@ async fn runs_wait_for_their_interval_and_can_be_canceled(backend: Backend) {
         .to_string();
     env.drive().await;
     // The first run is done; the next is due in an hour.
-    assert_eq!(env.status(&id).await["status"], "In progress");
+    let status = env.status(&id).await;
+    assert_eq!(status["status"], "In progress");
+    assert_eq!(
+        status["remains"], "200",
+        "what the ended runs delivered counts already"
+    );
     assert_eq!(env.sandbox.upstream_orders_for(VIDEO), 1);
 
     let answer = env.call(&[("action", "cancel"), ("orders", &id)]).await;
