@@ -1,8 +1,11 @@
 //! The panel API: one endpoint that reads a request in any encoding clients use, dispatches on
 //! `action` and answers with the exact shapes and error texts panel clients expect.
 
+mod add;
+mod amend;
 mod params;
 mod serve;
+mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,22 +15,18 @@ use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 use tracing::{error, warn};
 
-use crate::domain::{Catalogue, Money, OrderStatus};
-use std::collections::HashMap;
-
-use crate::store::{
-    AddRefusal, CancelOutcome, KeyRecord, NewOrder, OrderRecord, Store, StoreError,
-};
-use crate::tiktok::link::{self, Link, VideoId};
-use crate::tiktok::{Reader, Reading, Resolved};
+use crate::domain::Catalogue;
+use crate::store::{KeyRecord, Store, StoreError};
+use crate::tiktok::Reader;
 use params::Params;
 pub use serve::{HEADER_READ_TIMEOUT, serve};
+pub use status::Statuses;
 
 /// The most ids one multi-status call may ask for.
 pub const MAX_STATUS_IDS: usize = 100;
@@ -236,11 +235,11 @@ async fn answer(state: &ApiState, request: Request) -> Result<Value, ApiError> {
     match params.get("action").unwrap_or_default() {
         "services" => Ok(services(&state.catalogue)),
         "balance" => Ok(balance(&fresh(state.store.as_ref(), &key).await?)),
-        "add" => add(state, &key, &params).await,
-        "status" => status(&state.statuses, &key, &params).await,
-        "cancel" => cancel(state, &key, &params).await,
-        "refill" => refill(state, &key, &params).await,
-        "refill_status" => refill_status(state, &key, &params).await,
+        "add" => add::add(state, &key, &params).await,
+        "status" => status::status(&state.statuses, &key, &params).await,
+        "cancel" => amend::cancel(state, &key, &params).await,
+        "refill" => amend::refill(state, &key, &params).await,
+        "refill_status" => amend::refill_status(state, &key, &params).await,
         _ => Err(ApiError::panel(texts::INCORRECT_REQUEST)),
     }
 }
@@ -304,7 +303,7 @@ async fn authenticate(
 }
 
 /// The key as stored now, with its current balance.
-async fn fresh(store: &dyn Store, key: &KeyRecord) -> Result<KeyRecord, ApiError> {
+pub(super) async fn fresh(store: &dyn Store, key: &KeyRecord) -> Result<KeyRecord, ApiError> {
     store
         .find_key(&key.key_hash)
         .await?
@@ -345,177 +344,7 @@ fn balance(key: &KeyRecord) -> Value {
     json!({ "balance": key.balance.to_string(), "currency": "USD" })
 }
 
-/// The most runs one drip-feed order may have, and the longest interval between them.
-const MAX_RUNS: u32 = 1000;
-const MAX_INTERVAL_MINUTES: u64 = 7 * 24 * 60;
-
-/// `runs` and `interval` (minutes) of a drip-feed order; one run when absent (clients send
-/// empty, 0 or 1 for a plain order).
-fn dripfeed(params: &Params) -> Result<(u32, Duration), ApiError> {
-    let incorrect = || ApiError::panel(texts::INCORRECT_REQUEST);
-    let runs = match params.get_nonempty("runs").map(str::trim) {
-        None | Some("0") | Some("1") => return Ok((1, Duration::ZERO)),
-        Some(runs) => runs.parse::<u32>().map_err(|_| incorrect())?,
-    };
-    if runs > MAX_RUNS {
-        return Err(ApiError::Panel(format!(
-            "Runs more than maximum {MAX_RUNS}"
-        )));
-    }
-    let minutes = match params.get_nonempty("interval").map(str::trim) {
-        None => 0,
-        Some(minutes) => minutes.parse::<u64>().map_err(|_| incorrect())?,
-    };
-    if minutes > MAX_INTERVAL_MINUTES {
-        return Err(ApiError::Panel(format!(
-            "Interval more than maximum {MAX_INTERVAL_MINUTES}"
-        )));
-    }
-    Ok((runs, Duration::from_secs(minutes * 60)))
-}
-
-/// A quantity as clients send it: digits, perhaps signed, perhaps too large for any service.
-enum QuantityInput {
-    Value(u64),
-    BelowZero,
-    TooLarge,
-}
-
-fn parse_quantity(raw: &str) -> Option<QuantityInput> {
-    let raw = raw.trim();
-    let (negative, digits) = match raw.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, raw.strip_prefix('+').unwrap_or(raw)),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    if negative {
-        let is_zero = digits.bytes().all(|b| b == b'0');
-        return Some(if is_zero {
-            QuantityInput::Value(0)
-        } else {
-            QuantityInput::BelowZero
-        });
-    }
-    Some(match digits.parse::<u64>() {
-        Ok(v) => QuantityInput::Value(v),
-        Err(_) => QuantityInput::TooLarge,
-    })
-}
-
-async fn add(state: &ApiState, key: &KeyRecord, params: &Params) -> Result<Value, ApiError> {
-    let (Some(service), Some(link), Some(quantity)) = (
-        params.get_nonempty("service"),
-        params.get_nonempty("link"),
-        params.get_nonempty("quantity"),
-    ) else {
-        return Err(ApiError::panel(texts::INCORRECT_REQUEST));
-    };
-    let (runs, interval) = dripfeed(params)?;
-
-    let service = service
-        .trim()
-        .parse::<u32>()
-        .ok()
-        .and_then(|id| state.catalogue.get(id))
-        .ok_or_else(|| ApiError::panel(texts::INCORRECT_SERVICE))?;
-    if runs > 1 && !service.dripfeed {
-        return Err(ApiError::panel(texts::DRIPFEED_UNAVAILABLE));
-    }
-
-    let quantity = match parse_quantity(quantity) {
-        None => return Err(ApiError::panel(texts::INCORRECT_REQUEST)),
-        Some(QuantityInput::BelowZero) => 0,
-        Some(QuantityInput::TooLarge) => u64::MAX,
-        Some(QuantityInput::Value(v)) => v,
-    };
-    if quantity < service.min {
-        return Err(ApiError::Panel(format!(
-            "Quantity less than minimal {}",
-            service.min
-        )));
-    }
-    if quantity > service.max {
-        return Err(ApiError::Panel(format!(
-            "Quantity more than maximum {}",
-            service.max
-        )));
-    }
-    // A drip-feed order is charged on all its runs.
-    let charge = Money::charge_for(service.rate, quantity.saturating_mul(u64::from(runs)))
-        .ok_or_else(|| ApiError::Panel(format!("Quantity more than maximum {}", service.max)))?;
-    if fresh(state.store.as_ref(), key).await?.balance < charge {
-        return Err(ApiError::panel(texts::NOT_ENOUGH_FUNDS));
-    }
-
-    let video = tokio::time::timeout(state.config.add_read_budget, video_of(state, link))
-        .await
-        .map_err(|_| ApiError::panel(texts::SHORT_LINK_UNRESOLVED))??;
-    let refuse = state.config.refuse_same_video;
-    if refuse && state.store.has_open_order(video).await? {
-        return Err(ApiError::panel(texts::ACTIVE_ORDER));
-    }
-
-    // A page TikTok will not show right now does not lose the order: it is accepted and the
-    // worker reads the start count before anything is placed.
-    let budget = state.config.add_read_budget;
-    let start_count = match tokio::time::timeout(budget, state.reader.read(video)).await {
-        Ok(Reading::Count(count)) => Some(count),
-        Ok(Reading::Private) => return Err(ApiError::panel(texts::VIDEO_PRIVATE)),
-        Ok(Reading::Region) => return Err(ApiError::panel(texts::VIDEO_REGION)),
-        Ok(Reading::Gone) => return Err(ApiError::panel(texts::VIDEO_NOT_FOUND)),
-        Ok(Reading::Blocked(why) | Reading::Unavailable(why)) => {
-            warn!(video.id = %video, cause = %why, "start count deferred to the worker");
-            None
-        }
-        Err(_) => {
-            warn!(video.id = %video, "start count deferred to the worker: TikTok was slow");
-            None
-        }
-    };
-
-    let order = NewOrder {
-        key_id: key.id,
-        service_id: service.id,
-        video_id: video,
-        link: link::canonical_url(video),
-        quantity,
-        charge,
-        start_count,
-        refill_of: None,
-        runs,
-        interval,
-    };
-    match state.store.insert_order(&order, refuse).await? {
-        Ok(id) => {
-            state.wake.notify_one();
-            tracing::info!(order.id = id, video.id = %video, to = "Pending", "order accepted");
-            Ok(json!({ "order": id.to_string() }))
-        }
-        Err(AddRefusal::NotEnoughFunds) => Err(ApiError::panel(texts::NOT_ENOUGH_FUNDS)),
-        Err(AddRefusal::ActiveOrder) => Err(ApiError::panel(texts::ACTIVE_ORDER)),
-    }
-}
-
-/// The video a pasted link names, following a short link's redirect when needed.
-async fn video_of(state: &ApiState, raw: &str) -> Result<VideoId, ApiError> {
-    match link::parse_link(raw) {
-        Ok(Link::Video(id)) => Ok(id),
-        Ok(Link::Short(short)) => match state.reader.resolve(&short).await {
-            Resolved::Video(id) => Ok(id),
-            Resolved::Gone => Err(ApiError::panel(texts::VIDEO_NOT_FOUND)),
-            Resolved::NotAVideo => Err(ApiError::panel(texts::INCORRECT_LINK)),
-            Resolved::Failed(reading) => {
-                warn!(reading = ?reading, "short link not resolved");
-                Err(ApiError::panel(texts::SHORT_LINK_UNRESOLVED))
-            }
-        },
-        Err(_) => Err(ApiError::panel(texts::INCORRECT_LINK)),
-    }
-}
-
-fn parse_order_id(raw: &str) -> Option<i64> {
+pub(super) fn parse_order_id(raw: &str) -> Option<i64> {
     let raw = raw.trim();
     if raw.is_empty() || raw.len() > 19 || !raw.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -523,28 +352,8 @@ fn parse_order_id(raw: &str) -> Option<i64> {
     raw.parse::<i64>().ok().filter(|id| *id > 0)
 }
 
-fn status_of(order: &OrderRecord) -> Value {
-    let charge = order
-        .charge
-        .checked_sub(order.refund)
-        .unwrap_or(Money::ZERO);
-    let mut answer = json!({
-        "charge": charge.to_string(),
-        // A queued order shows the count seen at `add` until its own start count is read.
-        "start_count": order.start_count.or(order.last_count).unwrap_or(0).to_string(),
-        "status": order.status.as_str(),
-        "remains": order.remains.to_string(),
-        "currency": "USD",
-    });
-    // A drip-feed order also says how many runs it has, as panels show it.
-    if order.runs > 1 {
-        answer["runs"] = json!(order.runs.to_string());
-    }
-    answer
-}
-
 /// The ids of a list field as written, refusing an empty list or more than 100.
-fn id_list(list: &str) -> Result<Vec<&str>, ApiError> {
+pub(super) fn id_list(list: &str) -> Result<Vec<&str>, ApiError> {
     let written: Vec<&str> = list
         .split(',')
         .map(str::trim)
@@ -557,269 +366,4 @@ fn id_list(list: &str) -> Result<Vec<&str>, ApiError> {
         return Err(ApiError::panel(texts::TOO_MANY_IDS));
     }
     Ok(written)
-}
-
-/// `cancel` with `orders`: one answer per id, in request order. A pending order is canceled
-/// at once with a full refund; one being delivered is canceled at the provider by the worker,
-/// and what was delivered is verified and charged as a `Partial`.
-async fn cancel(state: &ApiState, key: &KeyRecord, params: &Params) -> Result<Value, ApiError> {
-    let list = params
-        .get_nonempty("orders")
-        .or_else(|| params.get_nonempty("order"))
-        .ok_or_else(|| ApiError::panel(texts::INCORRECT_REQUEST))?;
-    let written = id_list(list)?;
-    let ids: Vec<i64> = written.iter().filter_map(|w| parse_order_id(w)).collect();
-    let orders: HashMap<i64, OrderRecord> = state
-        .store
-        .orders(key.id, &ids)
-        .await?
-        .into_iter()
-        .map(|o| (o.id, o))
-        .collect();
-
-    let mut answers = Vec::new();
-    for w in written {
-        let id = parse_order_id(w);
-        let shown = id.map_or_else(|| json!(w), |id| json!(id));
-        let outcome = match id.and_then(|id| orders.get(&id)) {
-            None => Err(texts::INCORRECT_ORDER),
-            Some(order) if order.status.is_terminal() => Err(texts::ALREADY_ENDED),
-            Some(order)
-                if !state
-                    .catalogue
-                    .get(order.service_id)
-                    .is_some_and(|s| s.cancel) =>
-            {
-                Err(texts::CANCEL_UNAVAILABLE)
-            }
-            Some(order) => match state.store.cancel_order(key.id, order.id).await? {
-                CancelOutcome::Canceled => Ok(()),
-                CancelOutcome::Requested => {
-                    state.wake.notify_one();
-                    Ok(())
-                }
-                CancelOutcome::Ended => Err(texts::ALREADY_ENDED),
-                CancelOutcome::NotFound => Err(texts::INCORRECT_ORDER),
-            },
-        };
-        let answer = match outcome {
-            Ok(()) => json!(1),
-            Err(text) => json!({ "error": text }),
-        };
-        answers.push(json!({ "order": shown, "cancel": answer }));
-    }
-    Ok(Value::Array(answers))
-}
-
-/// `refill` with `order` or `orders`: for an ended order of a service that allows it, within
-/// the refill window, when the play count has fallen below what was delivered, a refill asks
-/// the provider for the missing views and is verified like an order (and costs nothing).
-async fn refill(state: &ApiState, key: &KeyRecord, params: &Params) -> Result<Value, ApiError> {
-    if let Some(list) = params.get_nonempty("orders") {
-        let mut answers = Vec::new();
-        for w in id_list(list)? {
-            let id = parse_order_id(w);
-            let outcome = match id {
-                Some(id) => refill_one(state, key, id).await?,
-                None => Err(texts::INCORRECT_ORDER),
-            };
-            let refill = match outcome {
-                Ok(refill) => json!(refill),
-                Err(text) => json!({ "error": text }),
-            };
-            let shown = id.map_or_else(|| json!(w), |id| json!(id));
-            answers.push(json!({ "order": shown, "refill": refill }));
-        }
-        return Ok(Value::Array(answers));
-    }
-    let raw = params
-        .get_nonempty("order")
-        .ok_or_else(|| ApiError::panel(texts::INCORRECT_REQUEST))?;
-    let id = parse_order_id(raw).ok_or_else(|| ApiError::panel(texts::INCORRECT_ORDER))?;
-    match refill_one(state, key, id).await? {
-        Ok(refill) => Ok(json!({ "refill": refill.to_string() })),
-        Err(text) => Err(ApiError::panel(text)),
-    }
-}
-
-async fn refill_one(
-    state: &ApiState,
-    key: &KeyRecord,
-    id: i64,
-) -> Result<Result<i64, &'static str>, ApiError> {
-    let Some(order) = state.store.orders(key.id, &[id]).await?.pop() else {
-        return Ok(Err(texts::INCORRECT_ORDER));
-    };
-    let not_eligible = Ok(Err(texts::NOT_ELIGIBLE));
-    let allowed = state
-        .catalogue
-        .get(order.service_id)
-        .is_some_and(|s| s.refill);
-    let ended = matches!(order.status, OrderStatus::Completed | OrderStatus::Partial);
-    let window = i64::try_from(state.config.refill_window.as_millis()).unwrap_or(i64::MAX);
-    let in_window = order.db_now.saturating_sub(order.updated_at) <= window;
-    let Some(start) = order.start_count.filter(|_| allowed && ended && in_window) else {
-        return not_eligible;
-    };
-    // Views now going to the video would be counted as refilled ones.
-    if state.store.has_open_order(order.video_id).await? {
-        return not_eligible;
-    }
-    let delivered = order.quantity.saturating_sub(order.remains);
-    let target = start.saturating_add(delivered);
-    let budget = state.config.add_read_budget;
-    let count = match tokio::time::timeout(budget, state.reader.read_fresh(order.video_id)).await {
-        Ok(Reading::Count(count)) if count < target => count,
-        _ => return not_eligible,
-    };
-    let refill = NewOrder {
-        key_id: key.id,
-        service_id: order.service_id,
-        video_id: order.video_id,
-        link: order.link.clone(),
-        quantity: target - count,
-        charge: Money::ZERO,
-        start_count: Some(count),
-        refill_of: Some(order.id),
-        runs: 1,
-        interval: Duration::ZERO,
-    };
-    match state.store.insert_order(&refill, true).await? {
-        Ok(refill) => {
-            state.wake.notify_one();
-            Ok(Ok(refill))
-        }
-        Err(_) => not_eligible,
-    }
-}
-
-/// A refill's status in the words panels use for refills.
-fn refill_word(refill: &OrderRecord) -> &'static str {
-    match refill.status {
-        OrderStatus::Canceled => "Rejected",
-        other => other.as_str(),
-    }
-}
-
-async fn refill_status(
-    state: &ApiState,
-    key: &KeyRecord,
-    params: &Params,
-) -> Result<Value, ApiError> {
-    if let Some(list) = params.get_nonempty("refills") {
-        let written = id_list(list)?;
-        let ids: Vec<i64> = written.iter().filter_map(|w| parse_order_id(w)).collect();
-        let found: HashMap<i64, OrderRecord> = state
-            .store
-            .refills(key.id, &ids)
-            .await?
-            .into_iter()
-            .map(|r| (r.id, r))
-            .collect();
-        let answers = written
-            .into_iter()
-            .map(|w| {
-                let id = parse_order_id(w);
-                let status = match id.and_then(|id| found.get(&id)) {
-                    Some(refill) => json!(refill_word(refill)),
-                    None => json!({ "error": texts::REFILL_NOT_FOUND }),
-                };
-                let shown = id.map_or_else(|| json!(w), |id| json!(id));
-                json!({ "refill": shown, "status": status })
-            })
-            .collect();
-        return Ok(Value::Array(answers));
-    }
-    let raw = params
-        .get_nonempty("refill")
-        .ok_or_else(|| ApiError::panel(texts::INCORRECT_REQUEST))?;
-    let id = parse_order_id(raw).ok_or_else(|| ApiError::panel(texts::REFILL_NOT_FOUND))?;
-    match state.store.refills(key.id, &[id]).await?.pop() {
-        Some(refill) => Ok(json!({ "status": refill_word(&refill) })),
-        None => Err(ApiError::panel(texts::REFILL_NOT_FOUND)),
-    }
-}
-
-/// Status answers, read for many ids in one query and, when configured, kept for a few
-/// seconds per process so clients polling the same orders cost no database reads.
-#[derive(Clone)]
-pub struct Statuses {
-    store: Arc<dyn Store>,
-    cache: Option<moka::future::Cache<(i64, i64), Value>>,
-}
-
-impl Statuses {
-    /// `ttl` of zero reads every answer from the database.
-    pub fn new(store: Arc<dyn Store>, ttl: Duration) -> Statuses {
-        let cache = (!ttl.is_zero()).then(|| {
-            moka::future::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(ttl)
-                .build()
-        });
-        Statuses { store, cache }
-    }
-
-    /// The status answers of those `ids` that are the key's orders.
-    async fn lookup(&self, key_id: i64, ids: &[i64]) -> Result<HashMap<i64, Value>, StoreError> {
-        let mut answers = HashMap::new();
-        let mut missing = Vec::new();
-        for &id in ids {
-            match &self.cache {
-                Some(cache) => match cache.get(&(key_id, id)).await {
-                    Some(answer) => {
-                        answers.insert(id, answer);
-                    }
-                    None => missing.push(id),
-                },
-                None => missing.push(id),
-            }
-        }
-        if missing.is_empty() {
-            return Ok(answers);
-        }
-        for order in self.store.orders(key_id, &missing).await? {
-            let answer = status_of(&order);
-            if let Some(cache) = &self.cache {
-                cache.insert((key_id, order.id), answer.clone()).await;
-            }
-            answers.insert(order.id, answer);
-        }
-        Ok(answers)
-    }
-}
-
-async fn status(statuses: &Statuses, key: &KeyRecord, params: &Params) -> Result<Value, ApiError> {
-    let single = params.get_nonempty("order");
-    if let Some(list) = params
-        .get("orders")
-        .filter(|l| single.is_none() || !l.trim().is_empty())
-    {
-        return multi_status(statuses, key, list).await;
-    }
-    let Some(raw) = single else {
-        return Err(ApiError::panel(texts::INCORRECT_REQUEST));
-    };
-    let id = parse_order_id(raw).ok_or_else(|| ApiError::panel(texts::INCORRECT_ORDER))?;
-    statuses
-        .lookup(key.id, &[id])
-        .await?
-        .remove(&id)
-        .ok_or_else(|| ApiError::panel(texts::INCORRECT_ORDER))
-}
-
-async fn multi_status(statuses: &Statuses, key: &KeyRecord, list: &str) -> Result<Value, ApiError> {
-    let written = id_list(list)?;
-    let ids: Vec<i64> = written.iter().filter_map(|w| parse_order_id(w)).collect();
-    let found = statuses.lookup(key.id, &ids).await?;
-
-    let mut answer = Map::new();
-    for w in written {
-        let entry = match parse_order_id(w).and_then(|id| found.get(&id)) {
-            Some(status) => status.clone(),
-            None => json!({ "error": texts::INCORRECT_ORDER }),
-        };
-        answer.insert(w.to_string(), entry);
-    }
-    Ok(Value::Object(answer))
 }
