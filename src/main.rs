@@ -273,9 +273,12 @@ struct SandboxArgs {
     page_delay_ms: u64,
 }
 
+/// A duration given in seconds, between zero and a year.
 fn seconds(value: Option<f64>, default: Duration) -> anyhow::Result<Duration> {
+    const YEAR: f64 = 365.0 * 86_400.0;
     match value {
         None => Ok(default),
+        Some(s) if s > YEAR => bail!("{s} seconds is more than a year"),
         Some(s) => Duration::try_from_secs_f64(s).with_context(|| format!("bad duration {s}")),
     }
 }

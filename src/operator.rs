@@ -32,6 +32,9 @@ fn time(ms: i64) -> String {
     )
 }
 
+/// The most one `balance add` may change a balance by.
+const MAX_CHANGE: Money = Money::from_units(1_000_000_000 * 100_000);
+
 pub async fn list_keys(store: &dyn Store) -> anyhow::Result<String> {
     let mut out = format!(
         "{:>6}  {:>16}  {:>7}  {:<19}  state\n",
@@ -66,6 +69,9 @@ pub async fn add_balance(
     let amount: Money = amount.parse().map_err(anyhow::Error::msg)?;
     if amount == Money::ZERO {
         bail!("the amount is zero");
+    }
+    if amount.units().unsigned_abs() > MAX_CHANGE.units().unsigned_abs() {
+        bail!("at most {MAX_CHANGE} USD can be added or taken away at once");
     }
     let kind = if amount.is_negative() {
         LedgerKind::Adjustment

@@ -39,6 +39,13 @@ fn dripfeed(params: &Params) -> Result<(u32, Duration), ApiError> {
             "Interval more than maximum {MAX_INTERVAL_MINUTES}"
         )));
     }
+    // Other orders on the video wait behind the runs, so a drip-feed may not span more than
+    // the longest interval.
+    if minutes.saturating_mul(u64::from(runs - 1)) > MAX_INTERVAL_MINUTES {
+        return Err(ApiError::Panel(format!(
+            "Drip-feed longer than {MAX_INTERVAL_MINUTES} minutes from first run to last"
+        )));
+    }
     Ok((runs, Duration::from_secs(minutes * 60)))
 }
 

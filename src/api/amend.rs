@@ -126,6 +126,9 @@ async fn refill_one(
         return not_eligible;
     }
     let delivered = order.quantity.saturating_sub(order.remains);
+    if delivered == 0 {
+        return not_eligible;
+    }
     let target = start.saturating_add(delivered);
     let budget = state.config.add_read_budget;
     let count = match tokio::time::timeout(budget, state.reader.read_fresh(order.video_id)).await {
@@ -137,7 +140,8 @@ async fn refill_one(
         service_id: order.service_id,
         video_id: order.video_id,
         link: order.link.clone(),
-        quantity: target - count,
+        // Only views the order delivered are refilled, never a fall below its start count.
+        quantity: (target - count).min(delivered),
         charge: Money::ZERO,
         start_count: Some(count),
         refill_of: Some(order.id),

@@ -16,7 +16,7 @@ impl Money {
     pub const ZERO: Money = Money(0);
 
     /// Wraps a raw count of 0.00001 units, as stored.
-    pub fn from_units(units: i64) -> Money {
+    pub const fn from_units(units: i64) -> Money {
         Money(units)
     }
 

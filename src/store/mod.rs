@@ -163,6 +163,8 @@ pub struct OrderRecord {
     pub last_error: Option<String>,
     /// The client asked to cancel; the worker acts on it at the next step.
     pub cancel_requested: bool,
+    /// Set by the worker when it has acted on `cancel_requested`, so the save clears it.
+    pub cancel_handled: bool,
     /// Why the status last changed, recorded in the order's history with the change.
     pub cause: Option<String>,
     /// For a refill, the order whose lost views it restores.

@@ -118,6 +118,7 @@ where
         deadline_at: row.opt_int("deadline_at")?,
         last_error: row.opt_text("last_error")?,
         cancel_requested: row.int("cancel_requested")? != 0,
+        cancel_handled: false,
         cause: row.opt_text("status_cause")?,
         refill_of: row.opt_int("refill_of")?,
         run_of: row.opt_int("run_of")?,
@@ -144,7 +145,8 @@ pub(crate) type Statement<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>:
 /// Binds a worker's save, the same values in the same order on every backend: status, phase,
 /// start and last count, remains, provider order, attempts, checks, last error, refund, delay
 /// and deadline (milliseconds), the fence (id, claim, owner), whether to keep the lease, the
-/// cause of the status, and whether a cancel is still requested.
+/// cause of the status, and whether the worker acted on the client's cancel (only then is the
+/// request cleared: one that arrived while the worker held the order stays for its next step).
 pub(crate) fn bind_save<'q, DB: Database>(
     statement: Statement<'q, DB>,
     order: &OrderRecord,
@@ -176,7 +178,7 @@ where
         .bind(order.lease_owner.clone())
         .bind(next.keep_lease)
         .bind(order.cause.clone())
-        .bind(i64::from(order.cancel_requested)))
+        .bind(order.cancel_handled))
 }
 
 /// A ledger row as selected: created_at, key_id, order_id, kind, amount, note.

@@ -205,7 +205,8 @@ impl Store for SqliteStore {
         let drip = order.runs > 1;
         let (phase, start_count) = match seen {
             // A drip-feed order is worked through its runs; it keeps the count seen at `add`.
-            _ if drip => (Phase::Drip, seen),
+            // Queued behind another order, its start count is its first run's.
+            _ if drip => (Phase::Drip, if queued { None } else { seen }),
             Some(count) if !queued => (Phase::Place, Some(count)),
             _ => (Phase::Start, None),
         };
@@ -441,7 +442,8 @@ impl Store for SqliteStore {
         let mut tx = self.write_tx().await?;
         let changed: Option<(i64, i64)> = sqlx::query_as(
             "UPDATE api_keys SET balance = balance + ?1 \
-             WHERE key_hash = ?2 AND balance + ?1 >= 0 RETURNING id, balance",
+             WHERE key_hash = ?2 AND balance + ?1 >= 0 \
+             AND balance + ?1 <= 100000000000000000 RETURNING id, balance",
         )
         .bind(amount.units())
         .bind(key_hash)
@@ -541,7 +543,8 @@ impl Store for SqliteStore {
     async fn drip_started(&self, drip: i64) -> Result<()> {
         let sql = concat!(
             "UPDATE orders SET status = 'In progress', status_cause = 'a run started', \
-             updated_at = ",
+             start_count = COALESCE(start_count, (SELECT r.start_count FROM orders AS r \
+                 WHERE r.run_of = ?1 ORDER BY r.id LIMIT 1)), updated_at = ",
             now!(),
             " WHERE id = ?1 AND kind = 'drip' AND status = 'Pending'"
         );
@@ -650,7 +653,8 @@ impl Store for SqliteStore {
             " + ?12 END, \
              lease_owner = CASE WHEN ?16 THEN lease_owner ELSE NULL END, \
              lease_until = CASE WHEN ?16 THEN lease_until ELSE NULL END, \
-             status_cause = ?17, cancel_requested = ?18, \
+             status_cause = ?17, \
+             cancel_requested = CASE WHEN ?18 THEN 0 ELSE cancel_requested END, \
              updated_at = ",
             now!(),
             " \

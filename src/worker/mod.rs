@@ -249,6 +249,7 @@ impl Worker {
     /// as usual; a placement in doubt or a verification under way simply goes on.
     async fn cancel_requested(&self, mut order: OrderRecord) -> crate::store::Result<()> {
         order.cancel_requested = false;
+        order.cancel_handled = true;
         match order.phase {
             Phase::Start | Phase::Place => self.cancel(order, "canceled by the client").await,
             Phase::Deliver => {
@@ -270,6 +271,7 @@ impl Worker {
                     Err(why) => {
                         // Asked again at the next step.
                         order.cancel_requested = true;
+                        order.cancel_handled = false;
                         self.retry(
                             order,
                             format!("could not ask the provider to cancel: {why}"),
@@ -325,6 +327,7 @@ impl Worker {
         // later claim treats as "maybe placed" and never places again.
         order.phase = Phase::Placing;
         order.status = Phase::Placing.open_status();
+        order.cause = Some("being placed with the provider".to_string());
         let held = Next {
             keep_lease: true,
             ..Next::after(Duration::ZERO)

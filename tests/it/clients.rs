@@ -274,6 +274,19 @@ fn operators_manage_keys_balances_and_orders_from_the_command_line() {
     let (ok, _, err) = playpanel(&["keys", "revoke", &key, "--database", db]);
     assert!(!ok && err.contains("no active key"), "{err}");
 
+    let (ok, _, err) = playpanel(&["balance", "add", &key, "2000000000", "--database", db]);
+    assert!(!ok && err.contains("at most"), "{err}");
+    let (ok, _, err) = playpanel(&[
+        "serve",
+        "--status-cache",
+        "1e11",
+        "--sandbox-url",
+        "http://127.0.0.1:9/",
+        "--database",
+        db,
+    ]);
+    assert!(!ok && err.contains("more than a year"), "{err}");
+
     let (ok, out, _) = playpanel(&["services"]);
     assert!(ok && out.contains("TikTok Views"), "{out}");
     let bad = dir.path().join("bad.toml");

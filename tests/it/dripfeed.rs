@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use crate::support::{Backend, TestEnv};
 
 crate::both!(
+    a_drip_feed_queued_behind_an_order_starts_from_the_count_then,
     every_run_is_delivered_and_verified,
     runs_that_fall_short_refund_what_did_not_come,
     runs_wait_for_their_interval_and_can_be_canceled,
@@ -117,6 +118,10 @@ async fn bad_dripfeed_requests_are_refused(backend: Backend) {
         error("Interval more than maximum 10080")
     );
     assert_eq!(
+        drip(&env, "1", "100", "3", "6000").await,
+        error("Drip-feed longer than 10080 minutes from first run to last")
+    );
+    assert_eq!(
         drip(&env, "3", "100", "2", "0").await,
         error("Drip-feed is not available for this service")
     );
@@ -128,4 +133,18 @@ async fn bad_dripfeed_requests_are_refused(backend: Backend) {
     let plain = drip(&env, "1", "100", "1", "").await;
     assert!(plain["order"].is_string(), "{plain}");
     assert_eq!(env.balance().await, "99.91000");
+}
+
+async fn a_drip_feed_queued_behind_an_order_starts_from_the_count_then(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let start = initial_plays(VIDEO);
+    env.add_ok("1", VIDEO, "100").await;
+    let id = drip(&env, "1", "100", "2", "0").await["order"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.drive().await;
+    let status = env.status(&id).await;
+    assert_eq!(status["status"], "Completed", "{status}");
+    assert_eq!(status["start_count"], (start + 100).to_string());
 }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::support::{Backend, TestEnv};
 
 crate::both!(
+    a_cancel_that_arrives_while_a_worker_holds_the_order_is_kept,
     a_pending_order_is_canceled_at_once_with_a_full_refund,
     an_order_being_delivered_is_canceled_at_the_provider_and_charged_for_what_came,
     cancel_answers_each_id_in_request_order,
@@ -245,4 +246,36 @@ async fn the_ledger_explains_every_balance_over_random_histories(backend: Backen
             assert_books_balance(&env, key).await;
         }
     }
+}
+
+async fn a_cancel_that_arrives_while_a_worker_holds_the_order_is_kept(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let id = env.add_ok("1", VIDEO, "1000").await;
+
+    // A worker holds the order (reading its page, say) when the client cancels.
+    let mut held = env
+        .app
+        .store
+        .claim("busy-worker", 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut order = held.remove(0);
+    let answer = env.call(&[("action", "cancel"), ("orders", &id)]).await;
+    assert_eq!(answer[0]["cancel"], 1, "{answer}");
+
+    // The worker then saves its step from the copy it read before the cancel.
+    order.phase = Phase::Place;
+    assert!(
+        env.app
+            .store
+            .save(&order, Next::after(Duration::ZERO))
+            .await
+            .unwrap()
+    );
+
+    env.drive().await;
+    let status = env.status(&id).await;
+    assert_eq!(status["status"], "Canceled", "{status}");
+    assert_eq!(env.balance().await, "100.00000");
+    assert_eq!(env.sandbox.upstream_orders_for(VIDEO), 0);
 }

@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::support::{Backend, TestEnv};
 
 crate::both!(
+    a_refill_never_asks_for_more_than_was_delivered,
     lost_views_are_refilled_and_verified,
     orders_that_lost_nothing_or_cannot_be_refilled_are_not_eligible,
     refill_and_refill_status_answer_lists_in_request_order,
@@ -131,4 +132,27 @@ async fn refill_and_refill_status_answer_lists_in_request_order(backend: Backend
         .call(&[("action", "refill_status"), ("refill", "31337")])
         .await;
     assert_eq!(missing, json!({"error": "Refill not found"}));
+}
+
+async fn a_refill_never_asks_for_more_than_was_delivered(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    env.set_video(VIDEO, json!({"plays": 100_000})).await;
+    let id = env.add_ok("1", VIDEO, "100").await;
+    env.drive().await;
+    // The count collapses far below where the order started.
+    env.set_video(VIDEO, json!({"plays": 0})).await;
+    let answer = env.call(&[("action", "refill"), ("order", &id)]).await;
+    assert!(answer["refill"].is_string(), "{answer}");
+    env.drive().await;
+
+    let placed: serde_json::Value = env
+        .http
+        .get(env.sandbox_url.join("sandbox/upstream/orders").unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(placed[1]["quantity"], 100, "{placed}");
 }
