@@ -244,17 +244,30 @@ async fn three_processes_share_one_postgres() {
     assert_eq!(balances + spent, opening);
 }
 
-/// A process whose clock is `offset` off (`+10m`, `-10m`), through libfaketime.
-fn skewed(offset: &'static str) -> Option<[&'static str; 3]> {
-    let found = Command::new("faketime").args(["-f", "+0", "true"]).status();
-    if !found.is_ok_and(|s| s.success()) {
+/// The environment that puts a process's clock `offset` off (`+10m`, `-10m`) through
+/// libfaketime, preloaded into the process itself (the `faketime` wrapper forks, and killing
+/// it would leave the worker running).
+fn skewed(offset: &'static str) -> Option<[(&'static str, String); 2]> {
+    let library = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ]
+    .iter()
+    .map(|dir| format!("{dir}/faketime/libfaketime.so.1"))
+    .find(|path| std::path::Path::new(path).exists());
+    let Some(library) = library else {
         if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("faketime is not installed");
+            panic!("libfaketime is not installed");
         }
-        eprintln!("skipping: faketime is not installed");
+        eprintln!("skipping: libfaketime is not installed");
         return None;
-    }
-    Some(["faketime", "-f", offset])
+    };
+    Some([("LD_PRELOAD", library), ("FAKETIME", offset.to_string())])
+}
+
+fn env_pairs<'a>(skew: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    skew.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 #[tokio::test]
@@ -314,9 +327,13 @@ async fn workers_with_wrong_clocks_share_orders_safely() {
         "--watch-window",
         "3",
     ];
-    let (fast, _) = spawn_with(&ahead, &worker, &[]);
+    let ahead_env = env_pairs(&ahead);
+    let (fast, _) = spawn_with(&ahead_env, &worker, &[]);
+    let mut skewed_pids = vec![fast.0.id()];
     let mut fast = Some(fast);
-    let (_slow, _) = spawn_with(&behind, &worker, &[]);
+    let behind_env = env_pairs(&behind);
+    let (slow, _) = spawn_with(&behind_env, &worker, &[]);
+    skewed_pids.push(slow.0.id());
 
     let http = reqwest::Client::new();
     let mut ids = Vec::new();
@@ -369,4 +386,11 @@ async fn workers_with_wrong_clocks_share_orders_safely() {
         40,
         "each order placed exactly once"
     );
+
+    // libfaketime leaves a shared-memory segment and a semaphore per process behind.
+    drop(slow);
+    for pid in skewed_pids {
+        let _ = std::fs::remove_file(format!("/dev/shm/faketime_shm_{pid}"));
+        let _ = std::fs::remove_file(format!("/dev/shm/sem.faketime_sem_{pid}"));
+    }
 }

@@ -354,19 +354,12 @@ impl Drop for Process {
     }
 }
 
-/// Starts `PROGRAM ARGS` (the playpanel binary unless `program` says otherwise) and returns it
-/// with the rest of the first line of its output starting with each of `wanted`, in order.
-pub fn spawn_with(program: &[&str], args: &[&str], wanted: &[&str]) -> (Process, Vec<String>) {
+/// Starts `playpanel ARGS` with these extra environment variables and returns it with the
+/// rest of the first line of its output starting with each of `wanted`, in order.
+pub fn spawn_with(envs: &[(&str, &str)], args: &[&str], wanted: &[&str]) -> (Process, Vec<String>) {
     use std::io::BufRead;
-    let mut command = match program.split_first() {
-        Some((first, rest)) => {
-            let mut command = std::process::Command::new(first);
-            command.args(rest).arg(env!("CARGO_BIN_EXE_playpanel"));
-            command
-        }
-        None => std::process::Command::new(env!("CARGO_BIN_EXE_playpanel")),
-    };
-    let mut child = command
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_playpanel"))
+        .envs(envs.iter().copied())
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
