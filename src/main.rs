@@ -541,6 +541,6 @@ async fn stop_on_signal(cancel: CancellationToken) {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-    info!("stopping: no new claims, finishing the steps in flight");
+    info!("stopping: finishing the work in flight");
     cancel.cancel();
 }

@@ -92,23 +92,29 @@ pub async fn add_balance(
     }
 }
 
+fn yes(flag: bool) -> &'static str {
+    if flag { "yes" } else { "no" }
+}
+
 /// The services as clients will see them, after checking the catalogue file.
 pub fn services(catalogue: &Catalogue) -> String {
     let mut out = format!(
-        "{:>4}  {:<44} {:>8} {:>8} {:>9}  {:>8}  cancel\n",
-        "id", "name", "rate", "min", "max", "upstream"
+        "{:>4}  {:<44} {:>8} {:>8} {:>9}  {:>8}  {:<6}  {:<6}  dripfeed\n",
+        "id", "name", "rate", "min", "max", "upstream", "cancel", "refill"
     );
     for s in catalogue.iter() {
         let _ = writeln!(
             out,
-            "{:>4}  {:<44} {:>8} {:>8} {:>9}  {:>8}  {}",
+            "{:>4}  {:<44} {:>8} {:>8} {:>9}  {:>8}  {:<6}  {:<6}  {}",
             s.id,
             s.name,
             s.rate.to_string(),
             s.min,
             s.max,
             s.upstream_service,
-            if s.cancel { "yes" } else { "no" }
+            yes(s.cancel),
+            yes(s.refill),
+            yes(s.dripfeed)
         );
     }
     out

@@ -70,7 +70,8 @@ impl fmt::Display for Money {
         let sign = if self.0 < 0 { "-" } else { "" };
         let abs = self.0.unsigned_abs();
         let scale = 10_u64.pow(SCALE);
-        write!(f, "{sign}{}.{:05}", abs / scale, abs % scale)
+        // Through `pad`, so that widths and alignment in tables apply.
+        f.pad(&format!("{sign}{}.{:05}", abs / scale, abs % scale))
     }
 }
 

@@ -495,7 +495,7 @@ impl Store for PostgresStore {
     async fn list_keys(&self) -> Result<Vec<KeySummary>> {
         let rows: Vec<(i64, i64, i64, Option<i64>, i64)> = sqlx::query_as(
             "SELECT k.id, k.balance, k.created_at, k.revoked_at, \
-             (SELECT COUNT(*) FROM orders AS o WHERE o.key_id = k.id) \
+             (SELECT COUNT(*) FROM orders AS o WHERE o.key_id = k.id AND o.kind IN ('order', 'drip')) \
              FROM api_keys AS k ORDER BY k.id",
         )
         .fetch_all(&self.pool)
