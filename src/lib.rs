@@ -9,5 +9,6 @@ pub mod keys;
 pub mod operator;
 pub mod sandbox;
 pub mod store;
+pub mod telemetry;
 pub mod tiktok;
 pub mod worker;

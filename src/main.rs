@@ -225,6 +225,9 @@ struct RunArgs {
     /// (0: no limit).
     #[arg(long, env = "PLAYPANEL_KEY_RATE", default_value_t = 50)]
     key_rate: u32,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
+    #[arg(long, env = "PLAYPANEL_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Days after an order ends during which it may be refilled.
     #[arg(long, env = "PLAYPANEL_REFILL_DAYS", default_value_t = 30.0)]
     refill_days: f64,
@@ -503,6 +506,13 @@ async fn assemble(
     }
 
     let playpanel = Playpanel::new(settings).await?;
+    if let Some(listen) = args.metrics_listen {
+        let store = playpanel.store.clone();
+        let address = playpanel::telemetry::serve_metrics(listen, store, cancel.clone())
+            .await
+            .with_context(|| format!("cannot serve metrics on {listen}"))?;
+        println!("metrics on http://{address}/metrics");
+    }
     info!(database = %args.database, "playpanel ready");
     Ok((playpanel, sandbox))
 }

@@ -204,22 +204,53 @@ async fn not_found() -> Response {
     ApiError::Transport(StatusCode::NOT_FOUND, "Not found").into_response()
 }
 
+/// The actions metrics are labelled with; anything else counts as `other`.
+const ACTIONS: [&str; 7] = [
+    "services",
+    "balance",
+    "add",
+    "status",
+    "cancel",
+    "refill",
+    "refill_status",
+];
+
 async fn panel(State(state): State<ApiState>, request: Request) -> Response {
+    let began = std::time::Instant::now();
     let timeout = state.config.request_timeout;
-    match tokio::time::timeout(timeout, answer(&state, request)).await {
-        Ok(Ok(body)) => json_response(StatusCode::OK, &body),
-        Ok(Err(e)) => e.into_response(),
-        Err(_) => {
-            warn!("request timed out");
-            json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &json!({ "error": "Request timed out, please retry" }),
-            )
-        }
-    }
+    let mut action = "none";
+    let (outcome, response) =
+        match tokio::time::timeout(timeout, answer(&state, request, &mut action)).await {
+            Ok(Ok(body)) => ("ok", json_response(StatusCode::OK, &body)),
+            Ok(Err(e)) => {
+                let outcome = match &e {
+                    ApiError::Panel(_) => "refused",
+                    ApiError::Transport(..) => "bad_request",
+                    ApiError::Unavailable(_) => "unavailable",
+                };
+                (outcome, e.into_response())
+            }
+            Err(_) => {
+                warn!("request timed out");
+                let body = json!({ "error": "Request timed out, please retry" });
+                (
+                    "timeout",
+                    json_response(StatusCode::SERVICE_UNAVAILABLE, &body),
+                )
+            }
+        };
+    metrics::counter!("playpanel_requests_total", "action" => action, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("playpanel_request_seconds", "action" => action)
+        .record(began.elapsed().as_secs_f64());
+    response
 }
 
-async fn answer(state: &ApiState, request: Request) -> Result<Value, ApiError> {
+async fn answer(
+    state: &ApiState,
+    request: Request,
+    action_label: &mut &'static str,
+) -> Result<Value, ApiError> {
     if request.method() != Method::GET && request.method() != Method::POST {
         return Err(ApiError::Transport(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -232,7 +263,12 @@ async fn answer(state: &ApiState, request: Request) -> Result<Value, ApiError> {
     if !state.limits.allows(key.id) {
         return Err(ApiError::panel(texts::TOO_MANY_CALLS));
     }
-    match params.get("action").unwrap_or_default() {
+    let action = params.get("action").unwrap_or_default();
+    *action_label = ACTIONS
+        .into_iter()
+        .find(|a| *a == action)
+        .unwrap_or("other");
+    match action {
         "services" => Ok(services(&state.catalogue)),
         "balance" => Ok(balance(&fresh(state.store.as_ref(), &key).await?)),
         "add" => add::add(state, &key, &params).await,

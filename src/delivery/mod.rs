@@ -23,6 +23,19 @@ pub enum Placement {
     Unknown(String),
 }
 
+impl Placement {
+    /// The outcome, as metrics label it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Placement::Placed(_) => "placed",
+            Placement::Refused(_) => "refused",
+            Placement::Busy(_) => "busy",
+            Placement::NotSent(_) => "not_sent",
+            Placement::Unknown(_) => "unknown",
+        }
+    }
+}
+
 /// How far a provider says it has come with an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderState {

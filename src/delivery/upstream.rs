@@ -85,6 +85,38 @@ fn error_of(value: &Value) -> Option<String> {
 #[async_trait]
 impl Provider for UpstreamPanel {
     async fn place(&self, service: u64, link: &str, quantity: u64) -> Placement {
+        let placement = self.place_once(service, link, quantity).await;
+        metrics::counter!("playpanel_provider_calls_total", "call" => "add",
+            "outcome" => placement.label())
+        .increment(1);
+        placement
+    }
+
+    async fn progress(&self, provider_order: &str) -> Result<Progress, String> {
+        let progress = self.progress_once(provider_order).await;
+        let outcome = if progress.is_ok() { "ok" } else { "error" };
+        metrics::counter!("playpanel_provider_calls_total", "call" => "status",
+            "outcome" => outcome)
+        .increment(1);
+        progress
+    }
+
+    async fn cancel(&self, provider_order: &str) -> Result<bool, String> {
+        let canceled = self.cancel_once(provider_order).await;
+        let outcome = match canceled {
+            Ok(true) => "accepted",
+            Ok(false) => "declined",
+            Err(_) => "error",
+        };
+        metrics::counter!("playpanel_provider_calls_total", "call" => "cancel",
+            "outcome" => outcome)
+        .increment(1);
+        canceled
+    }
+}
+
+impl UpstreamPanel {
+    async fn place_once(&self, service: u64, link: &str, quantity: u64) -> Placement {
         let service = service.to_string();
         let quantity = quantity.to_string();
         let fields = [
@@ -112,7 +144,7 @@ impl Provider for UpstreamPanel {
         }
     }
 
-    async fn cancel(&self, provider_order: &str) -> Result<bool, String> {
+    async fn cancel_once(&self, provider_order: &str) -> Result<bool, String> {
         let answer = self
             .call(&[("action", "cancel"), ("orders", provider_order)])
             .await
@@ -131,7 +163,7 @@ impl Provider for UpstreamPanel {
         Ok(accepted)
     }
 
-    async fn progress(&self, provider_order: &str) -> Result<Progress, String> {
+    async fn progress_once(&self, provider_order: &str) -> Result<Progress, String> {
         let answer = self
             .call(&[("action", "status"), ("order", provider_order)])
             .await

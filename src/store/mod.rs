@@ -278,6 +278,10 @@ pub trait Store: Send + Sync + 'static {
         id: i64,
     ) -> Result<Option<(OrderRecord, Vec<OrderEvent>, Vec<LedgerEntry>)>>;
 
+    /// Open orders by status, and how long (in milliseconds) the oldest due order has waited
+    /// for a worker.
+    async fn open_order_stats(&self) -> Result<(Vec<(String, i64)>, i64)>;
+
     /// Marks a drip-feed order `In progress` once one of its runs is.
     async fn drip_started(&self, drip: i64) -> Result<()>;
 

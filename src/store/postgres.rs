@@ -575,6 +575,27 @@ impl Store for PostgresStore {
         Ok(Some((order, events, entries)))
     }
 
+    async fn open_order_stats(&self) -> Result<(Vec<(String, i64)>, i64)> {
+        let by_status: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM orders WHERE phase <> 'done' AND kind <> 'drip' \
+             GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let sql = concat!(
+            "SELECT CAST(COALESCE(",
+            now!(),
+            " - MIN(next_run_at), 0) AS BIGINT) FROM orders \
+             WHERE phase <> 'done' AND phase <> 'drip' AND next_run_at <= ",
+            now!(),
+            " AND (lease_until IS NULL OR lease_until <= ",
+            now!(),
+            ")"
+        );
+        let oldest_due: i64 = sqlx::query_scalar(sql).fetch_one(&self.pool).await?;
+        Ok((by_status, oldest_due.max(0)))
+    }
+
     async fn drip_started(&self, drip: i64) -> Result<()> {
         let sql = concat!(
             "UPDATE orders SET status = 'In progress', status_cause = 'a run started', \

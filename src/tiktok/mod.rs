@@ -49,6 +49,18 @@ pub enum Reading {
 }
 
 impl Reading {
+    /// The class of answer, as metrics label it.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Reading::Count(_) => "ok",
+            Reading::Private => "private",
+            Reading::Region => "region",
+            Reading::Gone => "gone",
+            Reading::Blocked(_) => "blocked",
+            Reading::Unavailable(_) => "unavailable",
+        }
+    }
+
     /// Whether the same read may give a different answer later.
     pub fn is_transient(&self) -> bool {
         matches!(self, Reading::Blocked(_) | Reading::Unavailable(_))
@@ -218,6 +230,7 @@ impl Reader {
 
     async fn fetch_count(&self, video: VideoId) -> Reading {
         let reading = self.fetch_page(video).await;
+        metrics::counter!("playpanel_page_reads_total", "class" => reading.class()).increment(1);
         match &reading {
             Reading::Blocked(_) => self.breaker.trip(),
             Reading::Unavailable(_) => {}

@@ -623,6 +623,7 @@ impl Worker {
         cause: &str,
     ) -> crate::store::Result<()> {
         let from = order.status;
+        let short = order.remains;
         order.status = status;
         order.phase = Phase::Done;
         order.cause = Some(cause.to_string());
@@ -633,6 +634,15 @@ impl Worker {
         if self.store.save(&order, next).await? {
             info!(order.id = order.id, video.id = %order.video_id, from = %from, to = %status,
                 refund = %refund, cause, "order ended");
+            let outcome = match status {
+                OrderStatus::Completed => "completed",
+                OrderStatus::Partial => "partial",
+                _ => "canceled",
+            };
+            metrics::counter!("playpanel_orders_ended_total", "outcome" => outcome).increment(1);
+            if status == OrderStatus::Partial {
+                metrics::counter!("playpanel_views_short_total").increment(short);
+            }
             if let Some(drip) = order.run_of {
                 self.store.drip_progress(drip).await?;
                 self.store.settle_drips().await?;

@@ -350,3 +350,78 @@ fn a_php_curl_client_uses_every_action() {
         ])
     );
 }
+
+#[test]
+fn metrics_count_what_happened() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("metrics.db").display());
+    let args = [
+        "serve",
+        "--sandbox",
+        "--listen",
+        "127.0.0.1:0",
+        "--database",
+        &database,
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ];
+    let wanted = [
+        "metrics on ",
+        "demo API key (balance 100.00000 USD): ",
+        "playpanel listening on ",
+    ];
+    let (_server, found) = spawn(&args, &wanted);
+    let (metrics, key, api) = (&found[0], &found[1], &found[2]);
+
+    let post = |fields: &[(&str, &str)]| {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "30", "-d", &body, api])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let order = post(&[
+        ("key", key),
+        ("action", "add"),
+        ("service", "2"),
+        (
+            "link",
+            "https://www.tiktok.com/@m/video/7000000000000000077",
+        ),
+        ("quantity", "1000"),
+    ]);
+    let id = order["order"].as_str().unwrap().to_string();
+    post(&[("key", "wrong"), ("action", "balance")]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while post(&[("key", key), ("action", "status"), ("order", &id)])["status"] != "Partial" {
+        assert!(Instant::now() < deadline, "order did not end");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let scrape = Command::new("curl")
+        .args(["-sS", "--max-time", "10", metrics])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&scrape.stdout);
+    for expected in [
+        r#"playpanel_requests_total{action="add",outcome="ok"} 1"#,
+        r#"playpanel_requests_total{action="none",outcome="refused"} 1"#,
+        r#"playpanel_page_reads_total{class="ok"}"#,
+        r#"playpanel_provider_calls_total{call="add",outcome="placed"} 1"#,
+        r#"playpanel_orders_ended_total{outcome="partial"} 1"#,
+        "playpanel_views_short_total 200",
+        "playpanel_request_seconds_count{action=\"status\"}",
+        r#"playpanel_open_orders{status="Pending"}"#,
+        "playpanel_oldest_due_order_seconds",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+    // No label carries an order id or a link.
+    assert!(text.contains(r#"playpanel_request_seconds_bucket{action="status",le="0.01"}"#));
+    for unbounded in ["order=\"", "link=\"", "video=\"", "key=\"", "tiktok.com"] {
+        assert!(!text.contains(unbounded), "{unbounded} in:\n{text}");
+    }
+}
