@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 mod support;
 
 use serde_json::Value;
-use support::{PgDatabase, postgres_admin_url, spawn};
+use support::{PgDatabase, postgres_admin_url, spawn, spawn_sandbox};
 
 /// `pg_ctlcluster VERSION main ACTION` for the machine's one cluster, if there is one.
 fn cluster(action: &str) -> Option<bool> {
@@ -66,17 +66,7 @@ async fn the_service_rides_out_a_postgres_restart() {
     }
     let db = PgDatabase::create(&admin).await;
 
-    let (_sandbox, found) = spawn(
-        &[
-            "sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--views-per-second",
-            "2000",
-        ],
-        &["sandbox listening on "],
-    );
-    let sandbox = format!("{}/", found[0]);
+    let (_sandbox, sandbox) = spawn_sandbox(2000);
     let (_server, found) = spawn(
         &[
             "serve",

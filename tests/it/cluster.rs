@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use crate::support::{PgDatabase, postgres_admin_url, spawn, spawn_with};
+use crate::support::{PgDatabase, postgres_admin_url, spawn, spawn_sandbox, spawn_with};
 
 fn key_create(database: &str, balance: &str) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_playpanel"))
@@ -49,17 +49,7 @@ async fn three_processes_share_one_postgres() {
     let db = PgDatabase::create(&admin).await;
     let database = db.url.as_str();
 
-    let (_sandbox, found) = spawn(
-        &[
-            "sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--views-per-second",
-            "2000",
-        ],
-        &["sandbox listening on "],
-    );
-    let sandbox = format!("{}/", found[0]);
+    let (_sandbox, sandbox) = spawn_sandbox(2000);
     let timings = [
         "--key-rate",
         "0",
@@ -281,17 +271,7 @@ async fn workers_with_wrong_clocks_share_orders_safely() {
     let db = PgDatabase::create(&admin).await;
     let database = db.url.as_str();
 
-    let (_sandbox, found) = spawn(
-        &[
-            "sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--views-per-second",
-            "1000",
-        ],
-        &["sandbox listening on "],
-    );
-    let sandbox = format!("{}/", found[0]);
+    let (_sandbox, sandbox) = spawn_sandbox(1000);
     let (_api, found) = spawn(
         &[
             "serve",

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::spawn;
+use crate::support::{spawn, spawn_sandbox};
 fn post(url: &str, form: &[(&str, &str)]) -> Value {
     let body: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
@@ -32,17 +32,7 @@ fn killed_workers_neither_lose_nor_repeat_orders() {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("crash.db").display());
 
-    let (_sandbox, found) = spawn(
-        &[
-            "sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--views-per-second",
-            "3000",
-        ],
-        &["sandbox listening on "],
-    );
-    let sandbox = format!("{}/", found[0]);
+    let (_sandbox, sandbox) = spawn_sandbox(3000);
     let (_api, found) = spawn(
         &[
             "serve",

@@ -386,3 +386,18 @@ pub fn spawn_with(envs: &[(&str, &str)], args: &[&str], wanted: &[&str]) -> (Pro
 pub fn spawn(args: &[&str], wanted: &[&str]) -> (Process, Vec<String>) {
     spawn_with(&[], args, wanted)
 }
+
+/// `playpanel sandbox` on a free port, delivering `views_per_second`; returns it with its base
+/// URL, ending in `/`.
+pub fn spawn_sandbox(views_per_second: u32) -> (Process, String) {
+    let speed = views_per_second.to_string();
+    let args = [
+        "sandbox",
+        "--listen",
+        "127.0.0.1:0",
+        "--views-per-second",
+        &speed,
+    ];
+    let (process, found) = spawn(&args, &["sandbox listening on "]);
+    (process, format!("{}/", found[0]))
+}
