@@ -57,10 +57,6 @@ impl PostgresStore {
         Ok(PostgresStore { pool })
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// Records a balance change in the ledger, inside the transaction that makes it.
     async fn ledger_entry(
         tx: &mut sqlx::PgConnection,

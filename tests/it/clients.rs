@@ -12,13 +12,20 @@ struct Server {
     key: String,
     /// The in-process sandbox's base URL, for setting up scenarios.
     sandbox: String,
+    /// Where the metrics are served, when asked for.
+    metrics: Option<String>,
     _dir: tempfile::TempDir,
 }
 
 fn start_server() -> Server {
+    start_server_with(false)
+}
+
+/// `serve --sandbox` on free ports, with Prometheus metrics too when asked.
+fn start_server_with(metrics: bool) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("demo.db").display());
-    let args = [
+    let mut args = vec![
         "serve",
         "--sandbox",
         "--listen",
@@ -26,17 +33,26 @@ fn start_server() -> Server {
         "--database",
         &database,
     ];
-    let wanted = [
-        "sandbox (TikTok pages and upstream panel) at ",
+    // Printed in this order: the sandbox, the metrics address, the demo key, the API.
+    let mut wanted = vec!["sandbox (TikTok pages and upstream panel) at "];
+    if metrics {
+        args.extend(["--metrics-listen", "127.0.0.1:0"]);
+        wanted.push("metrics on ");
+    }
+    wanted.extend([
         "demo API key (balance 100.00000 USD): ",
         "playpanel listening on ",
-    ];
-    let (process, found) = spawn(&args, &wanted);
+    ]);
+    let (process, mut found) = spawn(&args, &wanted);
+    let api = found.pop().unwrap();
+    let key = found.pop().unwrap();
+    let metrics = metrics.then(|| found.pop().unwrap());
     Server {
         process,
-        sandbox: found[0].clone(),
-        key: found[1].clone(),
-        api: found[2].clone(),
+        sandbox: found.pop().unwrap(),
+        metrics,
+        key,
+        api,
         _dir: dir,
     }
 }
@@ -353,25 +369,8 @@ fn a_php_curl_client_uses_every_action() {
 
 #[test]
 fn metrics_count_what_happened() {
-    let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite://{}", dir.path().join("metrics.db").display());
-    let args = [
-        "serve",
-        "--sandbox",
-        "--listen",
-        "127.0.0.1:0",
-        "--database",
-        &database,
-        "--metrics-listen",
-        "127.0.0.1:0",
-    ];
-    let wanted = [
-        "metrics on ",
-        "demo API key (balance 100.00000 USD): ",
-        "playpanel listening on ",
-    ];
-    let (_server, found) = spawn(&args, &wanted);
-    let (metrics, key, api) = (&found[0], &found[1], &found[2]);
+    let server = start_server_with(true);
+    let (metrics, key, api) = (server.metrics.as_deref().unwrap(), &server.key, &server.api);
 
     let post = |fields: &[(&str, &str)]| {
         let body: String = form_urlencoded::Serializer::new(String::new())
