@@ -124,7 +124,10 @@ pub(super) async fn add(
     // A drip-feed order is charged on all its runs.
     let charge = Money::charge_for(service.rate, quantity.saturating_mul(u64::from(runs)))
         .ok_or_else(|| ApiError::Panel(format!("Quantity more than maximum {}", service.max)))?;
-    if fresh(state.store.as_ref(), key).await?.balance < charge {
+    // Refuse early, before reading the page, when the balance cannot cover the charge. The
+    // key's balance may be remembered from a few seconds ago, so a short one is read afresh
+    // before refusing (a top-up may have come since); the debit itself is checked atomically.
+    if key.balance < charge && fresh(state.store.as_ref(), key).await?.balance < charge {
         return Err(ApiError::panel(texts::NOT_ENOUGH_FUNDS));
     }
 

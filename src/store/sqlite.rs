@@ -29,9 +29,16 @@ macro_rules! now {
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Orders and keys in one SQLite database.
+///
+/// SQLite lets one connection write at a time. Writers that contend for its lock wait in
+/// SQLite's busy handler, which sleeps in growing steps and serves no one in order; under a
+/// burst of `add`s that sleeping, not the work, set the latency. So every write goes through
+/// `writer`, a pool of one connection, and waits in its queue instead; reads use `pool`, which
+/// WAL mode lets run beside the writer. `busy_timeout` still covers other processes on the file.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -43,13 +50,18 @@ impl SqliteStore {
             .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        super::migrate(&MIGRATOR, &writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        super::migrate(&MIGRATOR, &pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, writer })
     }
 
     /// Records a balance change in the ledger, inside the transaction that makes it.
@@ -81,7 +93,7 @@ impl SqliteStore {
     /// A write transaction that takes the write lock at once, so it waits on `busy_timeout`
     /// instead of failing when it later upgrades from read to write.
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     /// The key's rows among `ids` of either of two kinds, in one query.
@@ -334,7 +346,7 @@ impl Store for SqliteStore {
             .bind(order.id)
             .bind(order.claim)
             .bind(&order.lease_owner)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(renewed.rows_affected() == 1)
     }
@@ -345,7 +357,7 @@ impl Store for SqliteStore {
              WHERE lease_owner = ?1 AND phase <> 'done'",
         )
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(released.rows_affected())
     }
@@ -483,7 +495,10 @@ impl Store for SqliteStore {
             now!(),
             " WHERE key_hash = ?1 AND revoked_at IS NULL"
         );
-        let revoked = sqlx::query(sql).bind(key_hash).execute(&self.pool).await?;
+        let revoked = sqlx::query(sql)
+            .bind(key_hash)
+            .execute(&self.writer)
+            .await?;
         Ok(revoked.rows_affected() == 1)
     }
 
@@ -569,7 +584,7 @@ impl Store for SqliteStore {
             now!(),
             " WHERE id = ?1 AND kind = 'drip' AND status = 'Pending'"
         );
-        sqlx::query(sql).bind(drip).execute(&self.pool).await?;
+        sqlx::query(sql).bind(drip).execute(&self.writer).await?;
         Ok(())
     }
 
@@ -580,7 +595,7 @@ impl Store for SqliteStore {
              WHERE id = ?1 AND kind = 'drip' AND phase <> 'done'",
         )
         .bind(drip)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! Every error text of the panel API that applies, and bad input of every kind answered with
 //! a JSON error instead of a crash or a hang.
 
+use playpanel::domain::Money;
+use playpanel::store::LedgerKind;
 use serde_json::{Value, json};
 
 use crate::support::{Backend, TestEnv};
@@ -148,6 +150,27 @@ async fn an_order_beyond_the_balance_is_refused(backend: Backend) {
     assert_eq!(answer, error("Not enough funds on balance"));
     let balance = env.call_as(&poor, &[("action", "balance")]).await;
     assert_eq!(balance, json!({"balance": "0.05000", "currency": "USD"}));
+
+    // A top-up made elsewhere (the operator's command, another process) counts at once, though
+    // this process remembers the key with its old balance.
+    let hash = playpanel::api::hash_key(&poor);
+    let topped =
+        env.app
+            .store
+            .adjust_balance(&hash, Money::from_units(10_000), LedgerKind::TopUp, "test");
+    assert!(topped.await.unwrap().is_some());
+    let answer = env
+        .call_as(
+            &poor,
+            &[
+                ("action", "add"),
+                ("service", "1"),
+                ("link", "https://www.tiktok.com/@a/video/42"),
+                ("quantity", "100"),
+            ],
+        )
+        .await;
+    assert!(answer["order"].is_string(), "{answer}");
 }
 
 async fn order_ids_that_are_not_the_callers_are_incorrect(backend: Backend) {

@@ -59,7 +59,11 @@ async fn an_order_moves_from_pending_to_completed(backend: Backend) {
 }
 
 async fn multi_status_answers_each_id_as_written(backend: Backend) {
-    let env = TestEnv::start(backend).await;
+    // With a status cache, so that the second of two identical calls is answered from it.
+    let env = TestEnv::start_with(backend, |s| {
+        s.api.status_cache_ttl = std::time::Duration::from_secs(600);
+    })
+    .await;
     let a = env.add_ok("1", 111, "100").await;
     let b = env.add_ok("2", 222, "200").await;
     let other = env.new_key("10").await;
@@ -90,6 +94,32 @@ async fn multi_status_answers_each_id_as_written(backend: Backend) {
     assert_eq!(answer[&b]["charge"], "0.10000");
     for missing in ["999999", "abc", foreign.as_str()] {
         assert_eq!(answer[missing], json!({"error": "Incorrect order ID"}));
+    }
+
+    // A repeated id is answered once, where it first appears; an id written with characters
+    // JSON must escape comes back as written. Asked twice: the second answer comes from the
+    // status cache.
+    let list = format!("{b},\"x\\y\",{a},{b},0{a}");
+    for _ in 0..2 {
+        let raw = env
+            .call_raw(&[("action", "status"), ("orders", &list)])
+            .await;
+        let answer: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        let keys: Vec<&str> = answer
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let padded = format!("0{a}");
+        assert_eq!(
+            keys,
+            [b.as_str(), "\"x\\y\"", a.as_str(), padded.as_str()],
+            "{raw}"
+        );
+        assert_eq!(answer["\"x\\y\""], json!({"error": "Incorrect order ID"}));
+        assert_eq!(answer[&padded], answer[&a]);
+        assert_eq!(answer[&b]["charge"], "0.10000");
     }
 }
 

@@ -257,6 +257,15 @@ impl TestEnv {
         self.post_form(&form).await
     }
 
+    /// POSTs fields with this environment's key and returns the answer's text as sent.
+    pub async fn call_raw(&self, fields: &[(&str, &str)]) -> String {
+        let mut form = vec![("key", self.key.as_str())];
+        form.extend_from_slice(fields);
+        let response = self.http.post(&self.api).form(&form).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
     /// POSTs exactly these fields (no key added).
     pub async fn post_form(&self, form: &[(&str, &str)]) -> Value {
         let response = self.http.post(&self.api).form(form).send().await.unwrap();
