@@ -235,6 +235,10 @@ struct RunArgs {
     /// poll the same orders over and over; two seconds spares the database most of it.
     #[arg(long, env = "PLAYPANEL_STATUS_CACHE", default_value_t = 2.0)]
     status_cache: f64,
+    /// Seconds an order may wait for a worker before /readyz reports the service unavailable
+    /// (workers stopped, stuck or too few, in this process or another).
+    #[arg(long, env = "PLAYPANEL_READY_MAX_WAIT", default_value_t = 120.0)]
+    ready_max_wait: f64,
     /// What to do with an order for a video that already has an open order: queue it behind
     /// that one (its start count is read when its turn comes) or refuse it.
     #[arg(
@@ -495,6 +499,7 @@ async fn assemble(
     settings.api.refuse_same_video = args.same_video == SameVideo::Refuse;
     settings.api.status_cache_ttl = seconds(Some(args.status_cache), Duration::ZERO)?;
     settings.api.key_rate_per_second = args.key_rate;
+    settings.api.ready_max_wait = seconds(Some(args.ready_max_wait), Duration::ZERO)?;
     settings.api.refill_window = seconds(Some(args.refill_days * 86_400.0), Duration::ZERO)?;
     let outside_calls = settings.reader.timeout * 3;
     if settings.worker.lease < outside_calls {

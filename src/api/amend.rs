@@ -49,7 +49,12 @@ pub(super) async fn cancel(
                 Err(texts::CANCEL_UNAVAILABLE)
             }
             Some(order) => match state.store.cancel_order(key.id, order.id).await? {
-                CancelOutcome::Canceled => Ok(()),
+                CancelOutcome::Canceled => {
+                    tracing::info!(order.id = order.id, video.id = %order.video_id,
+                        from = %order.status, to = "Canceled", cause = "canceled by the client",
+                        "order ended");
+                    Ok(())
+                }
                 CancelOutcome::Requested => {
                     state.wake.notify_one();
                     Ok(())

@@ -106,6 +106,8 @@ pub struct ApiConfig {
     /// Calls per second one key may make to this process (with as many again in a burst);
     /// zero for no limit.
     pub key_rate_per_second: u32,
+    /// `/readyz` fails while an order has waited this long for a worker.
+    pub ready_max_wait: Duration,
 }
 
 impl Default for ApiConfig {
@@ -119,6 +121,7 @@ impl Default for ApiConfig {
             key_rate_per_second: 50,
             refill_window: Duration::from_secs(30 * 24 * 3600),
             key_memory: Duration::from_secs(5),
+            ready_max_wait: Duration::from_secs(120),
         }
     }
 }
@@ -198,13 +201,31 @@ async fn healthz() -> Response {
     json_response(StatusCode::OK, &json!({ "status": "ok" }))
 }
 
-/// The database answers (with the schema this process migrated to at start).
+/// Ready to serve: the database answers with the schema this build ships, and no order has
+/// waited for a worker longer than `ready_max_wait` (workers are claiming, in this process or
+/// another).
 async fn readyz(State(state): State<ApiState>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => json_response(StatusCode::OK, &json!({ "status": "ready" })),
+    let waited = match state.store.ping().await {
+        Ok(()) => state.store.oldest_due_ms().await,
+        Err(e) => Err(e),
+    };
+    match waited {
+        Ok(ms) if ms <= state.config.ready_max_wait.as_millis() as i64 => json_response(
+            StatusCode::OK,
+            &json!({ "status": "ready", "database": "ok", "oldest_due_order_seconds": ms / 1000 }),
+        ),
+        Ok(ms) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({
+                "status": "unavailable",
+                "database": "ok",
+                "error": format!("no worker has claimed an order that has been due for {} s", ms / 1000),
+                "oldest_due_order_seconds": ms / 1000,
+            }),
+        ),
         Err(e) => json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            &json!({ "status": "unavailable", "error": e.to_string() }),
+            &json!({ "status": "unavailable", "database": "failed", "error": e.to_string() }),
         ),
     }
 }

@@ -30,6 +30,8 @@ pub enum StoreError {
          run a playpanel at least as new as the one that migrated it"
     )]
     NewerSchema(i64),
+    #[error("the database schema is older than this playpanel's; run `playpanel migrate`")]
+    OlderSchema,
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -179,6 +181,16 @@ pub struct OrderRecord {
     pub db_now: i64,
 }
 
+/// A drip-feed order ended by `settle_drips`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndedDrip {
+    pub id: i64,
+    pub video: String,
+    pub from: String,
+    pub status: &'static str,
+    pub refund: Money,
+}
+
 /// How a worker's write leaves an order.
 #[derive(Debug, Clone, Copy)]
 pub struct Next {
@@ -211,7 +223,7 @@ pub trait Store: Send + Sync + 'static {
 
     async fn key_count(&self) -> Result<i64>;
 
-    /// Succeeds when the database answers.
+    /// Succeeds when the database answers and its schema is the one this build ships.
     async fn ping(&self) -> Result<()>;
 
     /// The key with this hash, if it exists and is not revoked.
@@ -282,15 +294,19 @@ pub trait Store: Send + Sync + 'static {
     /// for a worker.
     async fn open_order_stats(&self) -> Result<(Vec<(String, i64)>, i64)>;
 
-    /// Marks a drip-feed order `In progress` once one of its runs is.
-    async fn drip_started(&self, drip: i64) -> Result<()>;
+    /// How long, in milliseconds, the order that has waited longest for a worker has been
+    /// claimable (due, not leased, first in its video's queue); zero when none is waiting.
+    async fn oldest_due_ms(&self) -> Result<i64>;
+
+    /// Marks a drip-feed order `In progress` once one of its runs is; true if it was not yet.
+    async fn drip_started(&self, drip: i64) -> Result<bool>;
 
     /// Brings a drip-feed order's `remains` down by what its ended runs delivered.
     async fn drip_progress(&self, drip: i64) -> Result<()>;
 
     /// Ends each drip-feed order whose runs have all ended: `Completed` when they delivered
     /// everything, else `Partial` (or `Canceled`) with the refund of what did not come, once.
-    async fn settle_drips(&self) -> Result<u64>;
+    async fn settle_drips(&self) -> Result<Vec<EndedDrip>>;
 
     /// Writes the worker's changes to a claimed order, fenced on its claim and owner, with the
     /// refund (if any) in the same transaction. Returns false, writing nothing, when the lease
@@ -306,6 +322,18 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
         Ok(std::sync::Arc::new(PostgresStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}
+
+/// Whether the schema migrations applied to a database are exactly the ones this build ships.
+fn schema_is_current(migrator: &sqlx::migrate::Migrator, applied: Option<i64>) -> Result<()> {
+    let shipped = migrator.iter().map(|m| m.version).max();
+    match (applied, shipped) {
+        (Some(applied), Some(shipped)) if applied > shipped => {
+            Err(StoreError::NewerSchema(applied))
+        }
+        (applied, Some(shipped)) if applied.unwrap_or(0) < shipped => Err(StoreError::OlderSchema),
+        _ => Ok(()),
     }
 }
 

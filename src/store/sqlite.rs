@@ -12,8 +12,8 @@ use super::rows::{
     to_i64,
 };
 use super::{
-    AddRefusal, CancelOutcome, KeyRecord, KeySummary, LedgerEntry, LedgerKind, NewOrder, Next,
-    OrderEvent, OrderRecord, Result, Store,
+    AddRefusal, CancelOutcome, EndedDrip, KeyRecord, KeySummary, LedgerEntry, LedgerKind, NewOrder,
+    Next, OrderEvent, OrderRecord, Result, Store,
 };
 use crate::domain::{Money, Phase};
 use crate::tiktok::link::VideoId;
@@ -157,8 +157,11 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await?;
+        super::schema_is_current(&MIGRATOR, applied)
     }
 
     async fn find_key(&self, key_hash: &str) -> Result<Option<KeyRecord>> {
@@ -571,21 +574,32 @@ impl Store for SqliteStore {
         )
         .fetch_all(&self.pool)
         .await?;
+        let oldest_due = self.oldest_due_ms().await?;
+        Ok((by_status, oldest_due.max(0)))
+    }
+
+    async fn oldest_due_ms(&self) -> Result<i64> {
+        // The same conditions as `claim`, so an order queued behind another on its video is
+        // not counted as waiting for a worker.
         let sql = concat!(
-            "SELECT CAST(COALESCE(",
+            "SELECT CAST(",
             now!(),
-            " - MIN(next_run_at), 0) AS BIGINT) FROM orders \
+            " - next_run_at AS BIGINT) FROM orders AS o \
              WHERE phase <> 'done' AND phase <> 'drip' AND next_run_at <= ",
             now!(),
             " AND (lease_until IS NULL OR lease_until <= ",
             now!(),
-            ")"
+            ") \
+             AND NOT EXISTS (SELECT 1 FROM orders AS earlier \
+                 WHERE earlier.video_id = o.video_id AND earlier.phase <> 'done' \
+                 AND earlier.phase <> 'drip' AND earlier.id < o.id) \
+             ORDER BY next_run_at LIMIT 1"
         );
-        let oldest_due: i64 = sqlx::query_scalar(sql).fetch_one(&self.pool).await?;
-        Ok((by_status, oldest_due.max(0)))
+        let oldest: Option<i64> = sqlx::query_scalar(sql).fetch_optional(&self.pool).await?;
+        Ok(oldest.unwrap_or(0).max(0))
     }
 
-    async fn drip_started(&self, drip: i64) -> Result<()> {
+    async fn drip_started(&self, drip: i64) -> Result<bool> {
         let sql = concat!(
             "UPDATE orders SET status = 'In progress', status_cause = 'a run started', \
              start_count = COALESCE(start_count, (SELECT r.start_count FROM orders AS r \
@@ -593,8 +607,8 @@ impl Store for SqliteStore {
             now!(),
             " WHERE id = ?1 AND kind = 'drip' AND status = 'Pending'"
         );
-        sqlx::query(sql).bind(drip).execute(&self.writer).await?;
-        Ok(())
+        let started = sqlx::query(sql).bind(drip).execute(&self.writer).await?;
+        Ok(started.rows_affected() == 1)
     }
 
     async fn drip_progress(&self, drip: i64) -> Result<()> {
@@ -609,7 +623,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn settle_drips(&self) -> Result<u64> {
+    async fn settle_drips(&self) -> Result<Vec<EndedDrip>> {
         let ready: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM orders AS d WHERE d.kind = 'drip' AND d.phase <> 'done' \
              AND NOT EXISTS (SELECT 1 FROM orders AS r WHERE r.run_of = d.id \
@@ -617,14 +631,16 @@ impl Store for SqliteStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut settled = 0;
+        let mut settled = Vec::new();
         for drip in ready {
             let mut tx = self.write_tx().await?;
-            let (key_id, quantity, charge): (i64, i64, i64) =
-                sqlx::query_as("SELECT key_id, quantity, charge FROM orders WHERE id = ?1")
-                    .bind(drip)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let (key_id, quantity, charge, video, from): (i64, i64, i64, String, String) =
+                sqlx::query_as(
+                    "SELECT key_id, quantity, charge, video_id, status FROM orders WHERE id = ?1",
+                )
+                .bind(drip)
+                .fetch_one(&mut *tx)
+                .await?;
             let delivered: i64 = sqlx::query_scalar(
                 "SELECT CAST(COALESCE(SUM(quantity - remains), 0) AS BIGINT) FROM orders \
                  WHERE run_of = ?1",
@@ -680,7 +696,13 @@ impl Store for SqliteStore {
                 .await?;
             }
             tx.commit().await?;
-            settled += 1;
+            settled.push(EndedDrip {
+                id: drip,
+                video,
+                from,
+                status,
+                refund,
+            });
         }
         Ok(settled)
     }

@@ -174,7 +174,7 @@ impl Worker {
         if count == 0 {
             // Nothing due: end any drip-feed order whose runs all ended without it being
             // ended (its runs were canceled, or a worker died in between).
-            self.store.settle_drips().await?;
+            self.settle_drips().await?;
         }
         let mut tasks = JoinSet::new();
         for order in claimed {
@@ -645,7 +645,7 @@ impl Worker {
             }
             if let Some(drip) = order.run_of {
                 self.store.drip_progress(drip).await?;
-                self.store.settle_drips().await?;
+                self.settle_drips().await?;
             }
         }
         Ok(())
@@ -669,8 +669,21 @@ impl Worker {
             info!(order.id = order.id, video.id = %order.video_id, from = %from,
                 to = %order.status, cause, "order status changed");
         }
-        if let (Some(drip), OrderStatus::InProgress) = (order.run_of, order.status) {
-            self.store.drip_started(drip).await?;
+        if let (Some(drip), OrderStatus::InProgress) = (order.run_of, order.status)
+            && self.store.drip_started(drip).await?
+        {
+            info!(order.id = drip, video.id = %order.video_id, from = %OrderStatus::Pending,
+                to = %OrderStatus::InProgress, cause = "a run started", "order status changed");
+        }
+        Ok(())
+    }
+
+    /// Ends the drip-feed orders whose runs have all ended, logging each one once.
+    async fn settle_drips(&self) -> crate::store::Result<()> {
+        for drip in self.store.settle_drips().await? {
+            info!(order.id = drip.id, video.id = %drip.video, from = %drip.from,
+                to = drip.status, refund = %drip.refund, cause = "every run has ended",
+                "order ended");
         }
         Ok(())
     }

@@ -1,5 +1,7 @@
 //! The same call in every encoding and at every path clients use.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::support::{Backend, TestEnv};
@@ -180,14 +182,38 @@ async fn unknown_fields_cannot_crowd_out_known_ones(backend: Backend) {
 }
 
 async fn health_and_readiness_answer(backend: Backend) {
-    let env = TestEnv::start(backend).await;
-    let root = env.api.trim_end_matches("/api/v2");
-    for (path, expected) in [
-        ("/healthz", json!({"status": "ok"})),
-        ("/readyz", json!({"status": "ready"})),
-    ] {
-        let response = env.http.get(format!("{root}{path}")).send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        assert_eq!(response.json::<Value>().await.unwrap(), expected);
-    }
+    // Ready only while no order waits for a worker longer than this (here: at all).
+    let env = TestEnv::start_with(backend, |s| s.api.ready_max_wait = Duration::ZERO).await;
+    let root = env.api.trim_end_matches("/api/v2").to_string();
+    let get = |path: &str| env.http.get(format!("{root}{path}")).send();
+
+    let health = get("/healthz").await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(
+        health.json::<Value>().await.unwrap(),
+        json!({"status": "ok"})
+    );
+    let ready = get("/readyz").await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready = ready.json::<Value>().await.unwrap();
+    assert_eq!(
+        (&ready["status"], &ready["database"]),
+        (&json!("ready"), &json!("ok"))
+    );
+
+    // An order no worker has claimed (these tests drive the worker by hand) makes the service
+    // unready; once workers have taken it to its end, it is ready again.
+    let id = env.add_ok("1", 56, "100").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let waiting = get("/readyz").await.unwrap();
+    assert_eq!(waiting.status(), 503);
+    let waiting = waiting.json::<Value>().await.unwrap();
+    assert_eq!(waiting["status"], "unavailable");
+    assert!(
+        waiting["error"].as_str().unwrap().contains("no worker"),
+        "{waiting}"
+    );
+    env.drive().await;
+    assert_eq!(env.status(&id).await["status"], "Completed");
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
 }
