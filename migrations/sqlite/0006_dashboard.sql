@@ -23,10 +23,11 @@ CREATE TABLE order_activity (
 CREATE INDEX order_activity_by_order ON order_activity (order_id, id);
 
 -- The dashboard's order list, newest first, filtered by status or by video (by key uses
--- orders_by_key); the latest orders placed with a provider; open orders per key.
+-- orders_by_key); open orders per key. (The latest orders placed with a provider are read
+-- from the table itself backwards by id: SQLite keeps rows in id order, so an index of placed
+-- ids would add nothing.)
 CREATE INDEX orders_by_status ON orders (status, id);
 CREATE INDEX orders_by_video ON orders (video_id, id);
-CREATE INDEX orders_placed ON orders (id) WHERE upstream_service IS NOT NULL;
 CREATE INDEX orders_open_by_key ON orders (key_id, status) WHERE phase <> 'done';
 
 -- Running totals per key, so that the keys page reads no ledger and counts no ended orders.
