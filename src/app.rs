@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use url::Url;
 
+use crate::admin::{self, AdminToken, Dashboard};
 use crate::api::{self, ApiConfig, ApiState, Statuses};
 use crate::delivery::{Provider, UpstreamPanel};
 use crate::domain::Catalogue;
@@ -26,6 +27,9 @@ pub struct Settings {
     pub reader: ReaderConfig,
     pub worker: WorkerConfig,
     pub api: ApiConfig,
+    /// Serves the operator dashboard at `/admin` to whoever holds this token; none, no
+    /// dashboard.
+    pub admin_token: Option<AdminToken>,
 }
 
 impl Settings {
@@ -56,6 +60,7 @@ impl Settings {
                 ..WorkerConfig::default()
             },
             api: ApiConfig::default(),
+            admin_token: None,
         }
     }
 }
@@ -66,6 +71,7 @@ pub struct Playpanel {
     pub reader: Arc<Reader>,
     pub worker: Worker,
     api: ApiState,
+    dashboard: Option<Arc<Dashboard>>,
 }
 
 impl Playpanel {
@@ -78,6 +84,16 @@ impl Playpanel {
             settings.reader.timeout,
         )?);
         let catalogue = Arc::new(settings.catalogue);
+        let dashboard = settings.admin_token.as_ref().map(|token| {
+            let provider = match Url::parse(&settings.upstream_url) {
+                Ok(url) => match (url.host_str(), url.port_or_known_default()) {
+                    (Some(host), Some(port)) => format!("upstream panel at {host}:{port}"),
+                    _ => "upstream panel".to_string(),
+                },
+                Err(_) => "upstream panel".to_string(),
+            };
+            Arc::new(Dashboard::new(store.clone(), token, provider))
+        });
         let wake = Arc::new(Notify::new());
         let watcher = (store.clone(), wake.clone());
         tokio::spawn(async move { watcher.0.watch_new_orders(watcher.1).await });
@@ -106,11 +122,16 @@ impl Playpanel {
             reader,
             worker,
             api,
+            dashboard,
         })
     }
 
-    /// The panel API's routes.
+    /// The panel API's routes, and the dashboard's when an operator token is set.
     pub fn router(&self) -> axum::Router {
-        api::router(self.api.clone())
+        let router = api::router(self.api.clone());
+        match &self.dashboard {
+            Some(dashboard) => router.merge(admin::router(dashboard.clone())),
+            None => router,
+        }
     }
 }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use url::Url;
 
+use playpanel::admin::AdminToken;
 use playpanel::app::{Playpanel, Settings};
 use playpanel::domain::{Catalogue, Money};
 use playpanel::sandbox::{Sandbox, SandboxConfig};
@@ -161,6 +162,10 @@ struct ServeArgs {
     /// Serve the API only; orders are worked on by `playpanel worker` processes.
     #[arg(long, env = "PLAYPANEL_NO_WORKER", value_parser = BoolishValueParser::new())]
     no_worker: bool,
+    /// Serve the operator dashboard at /admin to whoever gives this token (at least 16
+    /// characters); without it, /admin does not exist.
+    #[arg(long, env = "PLAYPANEL_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -317,7 +322,7 @@ async fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args, cancel).await,
         Command::Worker(args) => {
-            let (playpanel, _sandbox) = assemble(&args, &cancel).await?;
+            let (playpanel, _sandbox) = assemble(&args, None, &cancel).await?;
             playpanel.worker.run(cancel).await;
             Ok(())
         }
@@ -405,7 +410,14 @@ async fn run() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs, cancel: CancellationToken) -> anyhow::Result<()> {
-    let (playpanel, sandbox) = assemble(&args.run, &cancel).await?;
+    let admin_token = args
+        .admin_token
+        .as_deref()
+        .map(AdminToken::new)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let dashboard = admin_token.is_some();
+    let (playpanel, sandbox) = assemble(&args.run, admin_token, &cancel).await?;
 
     if sandbox.is_some() && playpanel.store.key_count().await? == 0 {
         let key =
@@ -421,6 +433,12 @@ async fn serve(args: ServeArgs, cancel: CancellationToken) -> anyhow::Result<()>
         "playpanel listening on http://{}/api/v2",
         listener.local_addr()?
     );
+    if dashboard {
+        println!(
+            "operator dashboard at http://{}/admin",
+            listener.local_addr()?
+        );
+    }
 
     let worker =
         (!args.no_worker).then(|| tokio::spawn(playpanel.worker.clone().run(cancel.clone())));
@@ -443,6 +461,7 @@ async fn serve(args: ServeArgs, cancel: CancellationToken) -> anyhow::Result<()>
 /// Builds playpanel from the command line, starting an in-process sandbox if asked.
 async fn assemble(
     args: &RunArgs,
+    admin_token: Option<AdminToken>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<(Playpanel, Option<Url>)> {
     let sandbox = if args.sandbox {
@@ -510,6 +529,7 @@ async fn assemble(
         );
     }
 
+    settings.admin_token = admin_token;
     let playpanel = Playpanel::new(settings).await?;
     if let Some(listen) = args.metrics_listen {
         let store = playpanel.store.clone();

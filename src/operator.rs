@@ -10,7 +10,7 @@ use crate::domain::{Catalogue, Money};
 use crate::store::{LedgerKind, Store};
 
 /// Milliseconds since the epoch as a UTC time of day with date, e.g. `2026-12-04 16:59:53`.
-fn time(ms: i64) -> String {
+pub(crate) fn time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rest = secs.rem_euclid(86_400);

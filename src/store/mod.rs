@@ -137,6 +137,189 @@ pub enum AddRefusal {
     ActiveOrder,
 }
 
+/// What kind of outside call an activity row records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivityKind {
+    /// A read of the video's public play count.
+    Reading,
+    /// Handing the order to the provider.
+    Placement,
+    /// Asking the provider how far it has come.
+    Progress,
+    /// Asking the provider to stop.
+    Cancel,
+}
+
+impl ActivityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivityKind::Reading => "reading",
+            ActivityKind::Placement => "placement",
+            ActivityKind::Progress => "progress",
+            ActivityKind::Cancel => "cancel",
+        }
+    }
+}
+
+/// One play-count reading or provider call, for the order's history on the dashboard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activity {
+    pub kind: ActivityKind,
+    /// `ok`, `private`, `blocked`... for a reading; `placed`, `refused`, `failed`, the
+    /// provider's state... for a call.
+    pub outcome: String,
+    /// The play count read, or the views the provider says remain.
+    pub count: Option<u64>,
+    /// The provider's order id, or why the call or read failed.
+    pub detail: Option<String>,
+}
+
+impl Activity {
+    /// The play count read at `add`, which becomes the start count unless the order queues
+    /// behind another on its video.
+    pub fn read_at_add(count: u64, queued: bool) -> Activity {
+        Activity {
+            kind: ActivityKind::Reading,
+            outcome: "ok".to_string(),
+            count: Some(count),
+            detail: Some(read_at_add_detail(queued).to_string()),
+        }
+    }
+}
+
+pub(crate) fn read_at_add_detail(queued: bool) -> &'static str {
+    if queued {
+        "read at add; the order waits behind another on this video"
+    } else {
+        "read at add"
+    }
+}
+
+/// An activity row as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityEntry {
+    pub at: i64,
+    pub kind: String,
+    pub outcome: String,
+    pub count: Option<i64>,
+    pub detail: Option<String>,
+}
+
+/// At most this many activity rows are kept per order: a video TikTok refuses to show for
+/// hours would otherwise add a failed reading at every retry.
+pub const MAX_ACTIVITY_PER_ORDER: i64 = 100;
+
+/// What a worker's step learned for the operator's record, written by `save` in the same
+/// transaction as the order, so that it costs no commit of its own.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Journal {
+    /// Readings and provider calls made by the step.
+    pub entries: Vec<Activity>,
+    /// The provider's service the order is being placed under.
+    pub upstream_service: Option<u64>,
+    /// The provider reported the order done (the first report is kept).
+    pub provider_done: bool,
+    /// Verification saw the play count reach the target (the first sighting is kept).
+    pub target_seen: bool,
+    /// Calls to the provider that failed during the step.
+    pub provider_failures: u32,
+}
+
+impl Journal {
+    pub fn record(&mut self, kind: ActivityKind, outcome: &str, count: Option<u64>) {
+        self.entries.push(Activity {
+            kind,
+            outcome: outcome.to_string(),
+            count,
+            detail: None,
+        });
+    }
+
+    pub fn record_with(
+        &mut self,
+        kind: ActivityKind,
+        outcome: &str,
+        count: Option<u64>,
+        detail: &str,
+    ) {
+        self.entries.push(Activity {
+            kind,
+            outcome: outcome.to_string(),
+            count,
+            detail: Some(detail.to_string()),
+        });
+    }
+
+    /// A failed call to the provider: counted, and recorded with why.
+    pub fn provider_failed(&mut self, kind: ActivityKind, outcome: &str, why: &str) {
+        self.provider_failures += 1;
+        self.record_with(kind, outcome, None, why);
+    }
+}
+
+/// The dashboard's selection of orders: newest first, before `before` when paging.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OrderFilter {
+    pub id: Option<i64>,
+    pub status: Option<String>,
+    pub key_id: Option<i64>,
+    pub video_id: Option<String>,
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+/// An order as the dashboard lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderLine {
+    pub id: i64,
+    pub key_id: i64,
+    pub service_id: i64,
+    pub video_id: String,
+    pub kind: String,
+    pub status: String,
+    pub phase: String,
+    pub quantity: i64,
+    pub start_count: Option<i64>,
+    pub last_count: Option<i64>,
+    pub remains: i64,
+    pub charge: Money,
+    pub refund: Money,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub upstream_service: Option<i64>,
+    pub provider_done_at: Option<i64>,
+    pub target_seen_at: Option<i64>,
+    pub provider_failures: i64,
+}
+
+/// An order placed with a provider, as the providers page aggregates it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacedOrder {
+    pub service_id: i64,
+    pub upstream_service: i64,
+    pub status: String,
+    pub ended: bool,
+    pub remains: i64,
+    pub provider_done_at: Option<i64>,
+    pub target_seen_at: Option<i64>,
+    pub provider_failures: i64,
+}
+
+/// A key as the dashboard lists it, from running totals and its open orders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyLine {
+    pub id: i64,
+    pub revoked: bool,
+    pub balance: Money,
+    pub charged: Money,
+    pub refunded: Money,
+    pub pending: i64,
+    pub in_progress: i64,
+    pub completed: i64,
+    pub partial: i64,
+    pub canceled: i64,
+}
+
 /// An order row, which is also the worker's job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderRecord {
@@ -179,6 +362,8 @@ pub struct OrderRecord {
     pub updated_at: i64,
     /// The database's clock when this row was read, in milliseconds.
     pub db_now: i64,
+    /// What the worker's step learned for the dashboard, written with the next save.
+    pub journal: Journal,
 }
 
 /// A drip-feed order ended by `settle_drips`.
@@ -309,9 +494,21 @@ pub trait Store: Send + Sync + 'static {
     async fn settle_drips(&self) -> Result<Vec<EndedDrip>>;
 
     /// Writes the worker's changes to a claimed order, fenced on its claim and owner, with the
-    /// refund (if any) in the same transaction. Returns false, writing nothing, when the lease
-    /// was lost or the order has already ended.
+    /// refund (if any) and the step's journal in the same transaction. Returns false, writing
+    /// nothing, when the lease was lost or the order has already ended.
     async fn save(&self, order: &OrderRecord, next: Next) -> Result<bool>;
+
+    /// Orders (of every kind) for the dashboard, newest first, on an index for each filter.
+    async fn order_lines(&self, filter: &OrderFilter) -> Result<Vec<OrderLine>>;
+
+    /// An order's play-count readings and provider calls, oldest first.
+    async fn order_activity(&self, id: i64) -> Result<Vec<ActivityEntry>>;
+
+    /// The latest `window` orders placed with a provider, newest first.
+    async fn placed_orders(&self, window: u32) -> Result<Vec<PlacedOrder>>;
+
+    /// Keys with ids above `after`, in id order, with their running totals and open orders.
+    async fn key_lines(&self, after: i64, limit: u32) -> Result<Vec<KeyLine>>;
 }
 
 /// Opens the store a database URL names and brings its schema up to date.

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, Row, Type};
 
-use super::{KeyRecord, LedgerEntry, Next, OrderRecord, Result, StoreError};
+use super::{
+    ActivityEntry, KeyLine, KeyRecord, LedgerEntry, Next, OrderFilter, OrderLine, OrderRecord,
+    PlacedOrder, Result, StoreError,
+};
 use crate::domain::Money;
 use crate::tiktok::link::VideoId;
 
@@ -125,6 +128,7 @@ where
         runs: small(row, "runs")?,
         updated_at: row.int("updated_at")?,
         db_now: row.int("db_now")?,
+        journal: Default::default(),
     })
 }
 
@@ -146,7 +150,9 @@ pub(crate) type Statement<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>:
 /// start and last count, remains, provider order, attempts, checks, last error, refund, delay
 /// and deadline (milliseconds), the fence (id, claim, owner), whether to keep the lease, the
 /// cause of the status, and whether the worker acted on the client's cancel (only then is the
-/// request cleared: one that arrived while the worker held the order stays for its next step).
+/// request cleared: one that arrived while the worker held the order stays for its next step);
+/// then the journal's provider service, whether the provider reported done and whether the
+/// target was seen (each stamped with the database's clock once), and the failed calls.
 pub(crate) fn bind_save<'q, DB: Database>(
     statement: Statement<'q, DB>,
     order: &OrderRecord,
@@ -178,7 +184,188 @@ where
         .bind(order.lease_owner.clone())
         .bind(next.keep_lease)
         .bind(order.cause.clone())
-        .bind(order.cancel_handled))
+        .bind(order.cancel_handled)
+        .bind(
+            order
+                .journal
+                .upstream_service
+                .map(|s| to_i64(s, "upstream_service"))
+                .transpose()?,
+        )
+        .bind(order.journal.provider_done)
+        .bind(order.journal.target_seen)
+        .bind(i64::from(order.journal.provider_failures)))
+}
+
+/// The columns of an [`OrderLine`], as the dashboard selects them.
+macro_rules! line_columns {
+    () => {
+        "id, key_id, service_id, video_id, kind, status, phase, quantity, start_count, \
+         last_count, remains, charge, refund, created_at, updated_at, upstream_service, \
+         provider_done_at, target_seen_at, provider_failures"
+    };
+}
+
+pub(crate) fn line_from_row<R: PlainRow>(row: &R) -> Result<OrderLine>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(OrderLine {
+        id: row.int("id")?,
+        key_id: row.int("key_id")?,
+        service_id: row.int("service_id")?,
+        video_id: row.text("video_id")?,
+        kind: row.text("kind")?,
+        status: row.text("status")?,
+        phase: row.text("phase")?,
+        quantity: row.int("quantity")?,
+        start_count: row.opt_int("start_count")?,
+        last_count: row.opt_int("last_count")?,
+        remains: row.int("remains")?,
+        charge: Money::from_units(row.int("charge")?),
+        refund: Money::from_units(row.int("refund")?),
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+        upstream_service: row.opt_int("upstream_service")?,
+        provider_done_at: row.opt_int("provider_done_at")?,
+        target_seen_at: row.opt_int("target_seen_at")?,
+        provider_failures: row.int("provider_failures")?,
+    })
+}
+
+/// The dashboard's order list: the statement for the filters that are set (each number is a
+/// placeholder to write in the backend's style), so that each shape uses its index. Values are
+/// always bound, never written into the text.
+pub(crate) fn order_lines_sql(filter: &OrderFilter, placeholder: fn(usize) -> String) -> String {
+    let mut conditions = Vec::new();
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        placeholder(n)
+    };
+    if filter.id.is_some() {
+        conditions.push(format!("id = {}", next()));
+    }
+    if filter.status.is_some() {
+        conditions.push(format!("status = {}", next()));
+    }
+    if filter.key_id.is_some() {
+        conditions.push(format!("key_id = {}", next()));
+    }
+    if filter.video_id.is_some() {
+        conditions.push(format!("video_id = {}", next()));
+    }
+    if filter.before.is_some() {
+        conditions.push(format!("id < {}", next()));
+    }
+    let filters = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    format!(
+        "SELECT {} FROM orders{filters} ORDER BY id DESC LIMIT {}",
+        line_columns!(),
+        next()
+    )
+}
+
+/// Binds the filters [`order_lines_sql`] wrote placeholders for, in the same order.
+pub(crate) fn bind_order_lines<'q, DB: Database>(
+    mut statement: Statement<'q, DB>,
+    filter: &OrderFilter,
+) -> Statement<'q, DB>
+where
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+{
+    if let Some(id) = filter.id {
+        statement = statement.bind(id);
+    }
+    if let Some(status) = &filter.status {
+        statement = statement.bind(status.clone());
+    }
+    if let Some(key_id) = filter.key_id {
+        statement = statement.bind(key_id);
+    }
+    if let Some(video_id) = &filter.video_id {
+        statement = statement.bind(video_id.clone());
+    }
+    if let Some(before) = filter.before {
+        statement = statement.bind(before);
+    }
+    statement.bind(i64::from(filter.limit))
+}
+
+/// The columns of a [`PlacedOrder`].
+pub(crate) const PLACED_COLUMNS: &str = "service_id, upstream_service, status, phase, remains, \
+     provider_done_at, target_seen_at, provider_failures";
+
+pub(crate) fn placed_from_row<R: PlainRow>(row: &R) -> Result<PlacedOrder>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(PlacedOrder {
+        service_id: row.int("service_id")?,
+        upstream_service: row.int("upstream_service")?,
+        status: row.text("status")?,
+        ended: row.text("phase")? == "done",
+        remains: row.int("remains")?,
+        provider_done_at: row.opt_int("provider_done_at")?,
+        target_seen_at: row.opt_int("target_seen_at")?,
+        provider_failures: row.int("provider_failures")?,
+    })
+}
+
+/// A key row with its running totals: id, revoked_at, balance, charged, refunded, and the
+/// ended orders by status; the open ones are filled in by [`add_open_counts`].
+pub(crate) fn key_line_from_row<R: PlainRow>(row: &R) -> Result<KeyLine>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(KeyLine {
+        id: row.int("id")?,
+        revoked: row.opt_int("revoked_at")?.is_some(),
+        balance: Money::from_units(row.int("balance")?),
+        charged: Money::from_units(row.int("charged")?),
+        refunded: Money::from_units(row.int("refunded")?),
+        pending: 0,
+        in_progress: 0,
+        completed: row.int("orders_completed")?,
+        partial: row.int("orders_partial")?,
+        canceled: row.int("orders_canceled")?,
+    })
+}
+
+/// The key columns [`key_line_from_row`] reads.
+pub(crate) const KEY_LINE_COLUMNS: &str = "id, revoked_at, balance, charged, refunded, \
+     orders_completed, orders_partial, orders_canceled";
+
+/// Adds open order counts (key id, status, count) to the keys they belong to.
+pub(crate) fn add_open_counts(keys: &mut [KeyLine], counts: Vec<(i64, String, i64)>) {
+    for (key_id, status, count) in counts {
+        if let Some(key) = keys.iter_mut().find(|k| k.id == key_id) {
+            // An open order is either waiting or being delivered.
+            if status == "Pending" {
+                key.pending += count;
+            } else {
+                key.in_progress += count;
+            }
+        }
+    }
+}
+
+/// An activity row as selected: at, kind, outcome, count, detail.
+pub(crate) fn activity_from_tuple(
+    (at, kind, outcome, count, detail): (i64, String, String, Option<i64>, Option<String>),
+) -> ActivityEntry {
+    ActivityEntry {
+        at,
+        kind,
+        outcome,
+        count,
+        detail,
+    }
 }
 
 /// A ledger row as selected: created_at, key_id, order_id, kind, amount, note.

@@ -8,15 +8,21 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
 use super::rows::{
-    bind_save, corrupt, key_from_row, ledger_from_tuple, millis, order_columns, order_from_row,
-    to_i64,
+    KEY_LINE_COLUMNS, PLACED_COLUMNS, activity_from_tuple, add_open_counts, bind_order_lines,
+    bind_save, corrupt, key_from_row, key_line_from_row, ledger_from_tuple, line_from_row, millis,
+    order_columns, order_from_row, order_lines_sql, placed_from_row, to_i64,
 };
 use super::{
-    AddRefusal, CancelOutcome, EndedDrip, KeyRecord, KeySummary, LedgerEntry, LedgerKind, NewOrder,
-    Next, OrderEvent, OrderRecord, Result, Store,
+    Activity, ActivityEntry, AddRefusal, CancelOutcome, EndedDrip, KeyLine, KeyRecord, KeySummary,
+    LedgerEntry, LedgerKind, MAX_ACTIVITY_PER_ORDER, NewOrder, Next, OrderEvent, OrderFilter,
+    OrderLine, OrderRecord, PlacedOrder, Result, Store,
 };
 use crate::domain::{Money, Phase};
 use crate::tiktok::link::VideoId;
+
+/// Gives money back to a key, keeping its running total of refunds in the same statement.
+const REFUND: &str =
+    "UPDATE api_keys SET balance = balance + ?1, refunded = refunded + ?1 WHERE id = ?2";
 
 /// The database's clock in milliseconds; every time written or compared comes from it.
 /// (Macros rather than constants, so statements are assembled with `concat!` at compile time.)
@@ -87,6 +93,34 @@ impl SqliteStore {
             .bind(note)
             .execute(tx)
             .await?;
+        Ok(())
+    }
+
+    /// Appends readings and provider calls to an order's activity, inside the transaction that
+    /// acts on them, up to the bound per order.
+    async fn record_activity(
+        tx: &mut sqlx::SqliteConnection,
+        order_id: i64,
+        entries: &[Activity],
+    ) -> Result<()> {
+        let sql = concat!(
+            "INSERT INTO order_activity (order_id, at, kind, outcome, count, detail) SELECT ?1, ",
+            now!(),
+            ", ?2, ?3, ?4, ?5 WHERE (SELECT COUNT(*) FROM order_activity \
+             WHERE order_id = ?1) < ?6"
+        );
+        for entry in entries {
+            let count = entry.count.map(|c| to_i64(c, "count")).transpose()?;
+            sqlx::query(sql)
+                .bind(order_id)
+                .bind(entry.kind.as_str())
+                .bind(&entry.outcome)
+                .bind(count)
+                .bind(&entry.detail)
+                .bind(MAX_ACTIVITY_PER_ORDER)
+                .execute(&mut *tx)
+                .await?;
+        }
         Ok(())
     }
 
@@ -215,8 +249,8 @@ impl Store for SqliteStore {
         // SQL, were most of the cost of an `add` in a profile. Each statement goes on only if
         // the one before it changed a row, so a refusal writes nothing.
         let sql = concat!(
-            "UPDATE api_keys SET balance = balance - ?6 WHERE id = ?1 AND balance >= ?6 \
-             AND NOT (?13 AND EXISTS (SELECT 1 FROM orders WHERE video_id = ?3 AND phase <> 'done'));\n",
+            "UPDATE api_keys SET balance = balance - ?6, charged = charged + ?6 \
+             WHERE id = ?1 AND balance >= ?6 AND NOT (?13 AND EXISTS (SELECT 1 FROM orders WHERE video_id = ?3 AND phase <> 'done'));\n",
             "INSERT INTO orders (key_id, service_id, video_id, link, quantity, charge, status, \
              phase, start_count, last_count, remains, kind, refill_of, runs, next_run_at, \
              created_at, updated_at) \
@@ -229,13 +263,15 @@ impl Store for SqliteStore {
             ", ",
             now!(),
             " FROM (SELECT EXISTS (SELECT 1 FROM orders WHERE video_id = ?3 AND phase <> 'done') \
-             AS queued) AS q WHERE changes() = 1 RETURNING id;\n",
+             AS queued) AS q WHERE changes() = 1 RETURNING id, last_count IS NOT NULL;\n",
             "INSERT INTO ledger (key_id, order_id, kind, amount, note, created_at) \
              SELECT ?1, last_insert_rowid(), 'charge', -?6, 'add', ",
             now!(),
             " WHERE changes() = 1 AND ?6 <> 0;"
         );
-        let inserted: Option<i64> = sqlx::query_scalar(sql)
+        // The new order's id, and whether it queues behind another (only a queued order has a
+        // count seen before its own start count).
+        let inserted: Option<(i64, bool)> = sqlx::query_as(sql)
             .bind(order.key_id)
             .bind(i64::from(order.service_id))
             .bind(order.video_id.to_string())
@@ -259,7 +295,7 @@ impl Store for SqliteStore {
             .await?
             .first()
             .copied();
-        let Some(id) = inserted else {
+        let Some((id, queued)) = inserted else {
             // Nothing was written; tell the two refusals apart.
             let open: Option<i64> =
                 sqlx::query_scalar("SELECT 1 FROM orders WHERE video_id = ?1 AND phase <> 'done'")
@@ -272,6 +308,9 @@ impl Store for SqliteStore {
                 AddRefusal::NotEnoughFunds
             }));
         };
+        if let Some(count) = order.start_count {
+            Self::record_activity(&mut tx, id, &[Activity::read_at_add(count, queued)]).await?;
+        }
 
         // Each run is an order row of its own, due `interval` after the one before it.
         if drip {
@@ -394,7 +433,7 @@ impl Store for SqliteStore {
             .await?;
         if let Some(charge) = refunded {
             let charge = Money::from_units(charge);
-            sqlx::query("UPDATE api_keys SET balance = balance + ?1 WHERE id = ?2")
+            sqlx::query(REFUND)
                 .bind(charge.units())
                 .bind(key_id)
                 .execute(&mut *tx)
@@ -679,7 +718,7 @@ impl Store for SqliteStore {
                 continue;
             }
             if refund != Money::ZERO {
-                sqlx::query("UPDATE api_keys SET balance = balance + ?1 WHERE id = ?2")
+                sqlx::query(REFUND)
                     .bind(refund.units())
                     .bind(key_id)
                     .execute(&mut *tx)
@@ -722,6 +761,14 @@ impl Store for SqliteStore {
              lease_until = CASE WHEN ?16 THEN lease_until ELSE NULL END, \
              status_cause = ?17, \
              cancel_requested = CASE WHEN ?18 THEN 0 ELSE cancel_requested END, \
+             upstream_service = COALESCE(?19, upstream_service), \
+             provider_done_at = CASE WHEN ?20 AND provider_done_at IS NULL THEN ",
+            now!(),
+            " ELSE provider_done_at END, \
+             target_seen_at = CASE WHEN ?21 AND target_seen_at IS NULL THEN ",
+            now!(),
+            " ELSE target_seen_at END, \
+             provider_failures = provider_failures + ?22, \
              updated_at = ",
             now!(),
             " \
@@ -734,9 +781,10 @@ impl Store for SqliteStore {
         if updated.rows_affected() != 1 {
             return Ok(false);
         }
+        Self::record_activity(&mut tx, order.id, &order.journal.entries).await?;
 
         if next.refund != Money::ZERO {
-            sqlx::query("UPDATE api_keys SET balance = balance + ?1 WHERE id = ?2")
+            sqlx::query(REFUND)
                 .bind(next.refund.units())
                 .bind(order.key_id)
                 .execute(&mut *tx)
@@ -748,5 +796,65 @@ impl Store for SqliteStore {
 
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn order_lines(&self, filter: &OrderFilter) -> Result<Vec<OrderLine>> {
+        let sql = sqlx::AssertSqlSafe(order_lines_sql(filter, |n| format!("?{n}")));
+        let rows = bind_order_lines(sqlx::query(sql), filter)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(line_from_row).collect()
+    }
+
+    async fn order_activity(&self, id: i64) -> Result<Vec<ActivityEntry>> {
+        let rows: Vec<(i64, String, String, Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT at, kind, outcome, count, detail FROM order_activity \
+             WHERE order_id = ?1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(activity_from_tuple).collect())
+    }
+
+    async fn placed_orders(&self, window: u32) -> Result<Vec<PlacedOrder>> {
+        let sql = format!(
+            "SELECT {PLACED_COLUMNS} FROM orders WHERE upstream_service IS NOT NULL \
+             ORDER BY id DESC LIMIT ?1"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(i64::from(window))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(placed_from_row).collect()
+    }
+
+    async fn key_lines(&self, after: i64, limit: u32) -> Result<Vec<KeyLine>> {
+        let sql =
+            format!("SELECT {KEY_LINE_COLUMNS} FROM api_keys WHERE id > ?1 ORDER BY id LIMIT ?2");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut keys = rows
+            .iter()
+            .map(key_line_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
+            return Ok(keys);
+        };
+        // Open orders are few next to ended ones, and have an index of their own.
+        let open: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT key_id, status, COUNT(*) FROM orders WHERE phase <> 'done' \
+             AND key_id >= ?1 AND key_id <= ?2 AND kind IN ('order', 'drip') \
+             GROUP BY key_id, status",
+        )
+        .bind(first.id)
+        .bind(last.id)
+        .fetch_all(&self.pool)
+        .await?;
+        add_open_counts(&mut keys, open);
+        Ok(keys)
     }
 }

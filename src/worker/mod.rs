@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::delivery::{Placement, Provider, ProviderState};
 use crate::domain::{Catalogue, Money, OrderStatus, Phase, Verdict, verdict};
-use crate::store::{Next, OrderRecord, Store};
+use crate::store::{ActivityKind, Next, OrderRecord, Store};
 use crate::tiktok::{Reader, Reading};
 
 /// Timings and bounds of the worker.
@@ -254,7 +254,14 @@ impl Worker {
             Phase::Start | Phase::Place => self.cancel(order, "canceled by the client").await,
             Phase::Deliver => {
                 let provider_order = order.provider_order.clone().unwrap_or_default();
-                match self.provider.cancel(&provider_order).await {
+                let asked = self.provider.cancel(&provider_order).await;
+                let journal = &mut order.journal;
+                match &asked {
+                    Ok(true) => journal.record(ActivityKind::Cancel, "canceled", None),
+                    Ok(false) => journal.record(ActivityKind::Cancel, "not canceled", None),
+                    Err(why) => journal.provider_failed(ActivityKind::Cancel, "failed", why),
+                }
+                match asked {
                     Ok(true) => {
                         order.checks = 0;
                         let cause = "canceled at the provider by the client";
@@ -292,7 +299,9 @@ impl Worker {
     async fn capture_start(&self, mut order: OrderRecord) -> crate::store::Result<()> {
         // A fresh read: an order that waited behind another on the same video must start
         // from the count after that delivery.
-        match self.reader.read_fresh(order.video_id).await {
+        let reading = self.reader.read_fresh(order.video_id).await;
+        note_reading(&mut order, &reading);
+        match reading {
             Reading::Count(count) => {
                 order.start_count = Some(count);
                 // Whatever was seen while the order waited is no reading of its delivery.
@@ -328,6 +337,7 @@ impl Worker {
         order.phase = Phase::Placing;
         order.status = Phase::Placing.open_status();
         order.cause = Some("being placed with the provider".to_string());
+        order.journal.upstream_service = Some(upstream_service);
         let held = Next {
             keep_lease: true,
             ..Next::after(Duration::ZERO)
@@ -335,12 +345,15 @@ impl Worker {
         if !self.store.save(&order, held).await? {
             return Ok(());
         }
+        // Written; what follows is for the save after the call.
+        order.journal.entries.clear();
 
-        match self
+        let placement = self
             .provider
             .place(upstream_service, &order.link, order.quantity)
-            .await
-        {
+            .await;
+        note_placement(&mut order, &placement);
+        match placement {
             Placement::Placed(id) => {
                 info!(order.id = order.id, video.id = %order.video_id, from = %from,
                     to = %OrderStatus::InProgress, provider.order = %id,
@@ -385,7 +398,9 @@ impl Worker {
         };
 
         // Views already on the video prove the placement arrived.
-        let count = match self.reader.read_fresh(order.video_id).await {
+        let reading = self.reader.read_fresh(order.video_id).await;
+        note_reading(&mut order, &reading);
+        let count = match reading {
             Reading::Count(count) => count,
             _ => return self.start_watch(order, lost.to_string()).await,
         };
@@ -399,11 +414,12 @@ impl Worker {
         let Some(service) = self.catalogue.get(order.service_id) else {
             return self.start_watch(order, lost.to_string()).await;
         };
-        match self
+        let placement = self
             .provider
             .place(service.upstream_service, &order.link, order.quantity)
-            .await
-        {
+            .await;
+        note_placement(&mut order, &placement);
+        match placement {
             Placement::Placed(id) => {
                 info!(order.id = order.id, video.id = %order.video_id, provider.order = %id,
                     "the lost placement had not arrived; placed now, once");
@@ -449,6 +465,9 @@ impl Worker {
         let progress = match self.provider.progress(&provider_order).await {
             Ok(progress) => progress,
             Err(why) => {
+                order
+                    .journal
+                    .provider_failed(ActivityKind::Progress, "failed", &why);
                 if order.attempts + 1 >= self.config.max_attempts {
                     return self.start_watch(order, why).await;
                 }
@@ -457,9 +476,27 @@ impl Worker {
         };
 
         order.attempts = 0;
+        let known_remains = order.remains;
         if let Some(remains) = progress.remains {
             order.remains = remains.min(order.quantity);
         }
+        // An answer that changes nothing is not worth a row: an order is asked every
+        // progress interval for as long as it is delivered.
+        let ongoing = matches!(
+            progress.state,
+            ProviderState::Pending | ProviderState::InProgress
+        );
+        if !ongoing || order.remains != known_remains {
+            let state = match progress.state {
+                ProviderState::Pending => "pending",
+                ProviderState::InProgress => "in progress",
+                ProviderState::Done => "done",
+                ProviderState::Canceled => "canceled",
+            };
+            let remains = progress.remains;
+            order.journal.record(ActivityKind::Progress, state, remains);
+        }
+        order.journal.provider_done = progress.state == ProviderState::Done;
         match progress.state {
             ProviderState::Pending | ProviderState::InProgress => {
                 let next = Next::after(self.config.progress_interval);
@@ -484,12 +521,17 @@ impl Worker {
         let Some(start) = order.start_count else {
             return self.cancel(order, "no start count was recorded").await;
         };
-        match self.reader.read_fresh(order.video_id).await {
+        let reading = self.reader.read_fresh(order.video_id).await;
+        note_reading(&mut order, &reading);
+        match reading {
             Reading::Count(count) => {
                 order.last_count = Some(count);
                 order.attempts = 0;
                 match verdict(start, order.quantity, count) {
-                    Verdict::Delivered => self.complete(order).await,
+                    Verdict::Delivered => {
+                        order.journal.target_seen = true;
+                        self.complete(order).await
+                    }
                     Verdict::Short { remains } => {
                         order.checks += 1;
                         order.remains = remains;
@@ -511,12 +553,21 @@ impl Worker {
             return self.cancel(order, "no start count was recorded").await;
         };
         let past_deadline = order.deadline_at.is_none_or(|d| order.db_now >= d);
-        match self.reader.read_fresh(order.video_id).await {
+        let reading = self.reader.read_fresh(order.video_id).await;
+        // The video is read every progress interval for the whole watch window: only a count
+        // that moved (or a failed read) is worth a row.
+        if !matches!(reading, Reading::Count(count) if Some(count) == order.last_count) {
+            note_reading(&mut order, &reading);
+        }
+        match reading {
             Reading::Count(count) => {
                 order.last_count = Some(count);
                 order.attempts = 0;
                 match verdict(start, order.quantity, count) {
-                    Verdict::Delivered => self.complete(order).await,
+                    Verdict::Delivered => {
+                        order.journal.target_seen = true;
+                        self.complete(order).await
+                    }
                     Verdict::Short { remains } if past_deadline => {
                         self.end_short(order, remains).await
                     }
@@ -695,6 +746,33 @@ impl Worker {
             wait_ms = wait.as_millis() as u64, cause = %why, "order step will be retried");
         order.last_error = Some(why);
         self.store.save(&order, Next::after(wait)).await.map(drop)
+    }
+}
+
+/// Puts a play-count reading in the order's journal.
+fn note_reading(order: &mut OrderRecord, reading: &Reading) {
+    let journal = &mut order.journal;
+    match reading {
+        Reading::Count(count) => journal.record(ActivityKind::Reading, "ok", Some(*count)),
+        Reading::Blocked(why) | Reading::Unavailable(why) => {
+            journal.record_with(ActivityKind::Reading, reading.class(), None, why)
+        }
+        other => journal.record(ActivityKind::Reading, other.class(), None),
+    }
+}
+
+/// Puts a placement's outcome in the order's journal; anything but an accepted order counts as
+/// a failure of the provider.
+fn note_placement(order: &mut OrderRecord, placement: &Placement) {
+    let journal = &mut order.journal;
+    match placement {
+        Placement::Placed(id) => journal.record_with(ActivityKind::Placement, "placed", None, id),
+        Placement::Refused(why)
+        | Placement::Busy(why)
+        | Placement::NotSent(why)
+        | Placement::Unknown(why) => {
+            journal.provider_failed(ActivityKind::Placement, placement.label(), why)
+        }
     }
 }
 

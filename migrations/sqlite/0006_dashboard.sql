@@ -1,0 +1,62 @@
+-- What the operator's dashboard shows beyond the order row itself.
+
+-- The provider's service an order was placed under (the catalogue may change later), when the
+-- provider reported it done, when verification saw the target count, and how many calls to
+-- the provider failed for it. Orders placed before this migration have none of these.
+ALTER TABLE orders ADD COLUMN upstream_service INTEGER;
+ALTER TABLE orders ADD COLUMN provider_done_at INTEGER;
+ALTER TABLE orders ADD COLUMN target_seen_at INTEGER;
+ALTER TABLE orders ADD COLUMN provider_failures INTEGER NOT NULL DEFAULT 0;
+
+-- Play-count readings and provider calls, written in the same transaction as the worker's save
+-- that acts on them (or the insert at `add`, for the count read there). A plain rowid table:
+-- it is only appended to and read by order.
+CREATE TABLE order_activity (
+    id        INTEGER PRIMARY KEY,
+    order_id  INTEGER NOT NULL REFERENCES orders (id),
+    at        INTEGER NOT NULL,
+    kind      TEXT    NOT NULL,
+    outcome   TEXT    NOT NULL,
+    count     INTEGER,
+    detail    TEXT
+);
+CREATE INDEX order_activity_by_order ON order_activity (order_id, id);
+
+-- The dashboard's order list, newest first, filtered by status or by video (by key uses
+-- orders_by_key); open orders per key. (The latest orders placed with a provider are read
+-- from the table itself backwards by id: SQLite keeps rows in id order, so an index of placed
+-- ids would add nothing.)
+CREATE INDEX orders_by_status ON orders (status, id);
+CREATE INDEX orders_by_video ON orders (video_id, id);
+CREATE INDEX orders_open_by_key ON orders (key_id, status) WHERE phase <> 'done';
+
+-- Running totals per key, so that the keys page reads no ledger and counts no ended orders.
+-- Charges and refunds move in the same statements as the balance; ended orders are counted
+-- by a trigger, like the status history, so no code path can end an order uncounted.
+ALTER TABLE api_keys ADD COLUMN charged INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE api_keys ADD COLUMN refunded INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE api_keys ADD COLUMN orders_completed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE api_keys ADD COLUMN orders_partial INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE api_keys ADD COLUMN orders_canceled INTEGER NOT NULL DEFAULT 0;
+
+UPDATE api_keys SET
+    charged = COALESCE((SELECT -SUM(amount) FROM ledger
+                        WHERE ledger.key_id = api_keys.id AND kind = 'charge'), 0),
+    refunded = COALESCE((SELECT SUM(amount) FROM ledger
+                         WHERE ledger.key_id = api_keys.id AND kind = 'refund'), 0),
+    orders_completed = (SELECT COUNT(*) FROM orders WHERE orders.key_id = api_keys.id
+                        AND kind IN ('order', 'drip') AND phase = 'done' AND status = 'Completed'),
+    orders_partial = (SELECT COUNT(*) FROM orders WHERE orders.key_id = api_keys.id
+                      AND kind IN ('order', 'drip') AND phase = 'done' AND status = 'Partial'),
+    orders_canceled = (SELECT COUNT(*) FROM orders WHERE orders.key_id = api_keys.id
+                       AND kind IN ('order', 'drip') AND phase = 'done' AND status = 'Canceled');
+
+CREATE TRIGGER order_ended_counted AFTER UPDATE OF phase ON orders
+WHEN OLD.phase <> 'done' AND NEW.phase = 'done' AND NEW.kind IN ('order', 'drip')
+BEGIN
+    UPDATE api_keys SET
+        orders_completed = orders_completed + (NEW.status = 'Completed'),
+        orders_partial = orders_partial + (NEW.status = 'Partial'),
+        orders_canceled = orders_canceled + (NEW.status = 'Canceled')
+    WHERE id = NEW.key_id;
+END;
