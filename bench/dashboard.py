@@ -85,13 +85,10 @@ def fill_rest(execute):
     execute("INSERT INTO order_activity (order_id, at, kind, outcome, count, detail) "
             "SELECT id, created_at + 10, 'placement', 'placed', NULL, CAST(id AS TEXT) FROM orders")
     execute("UPDATE api_keys SET "
-            "charged = (SELECT COALESCE(SUM(charge), 0) FROM orders WHERE key_id = api_keys.id), "
-            "orders_completed = (SELECT COUNT(*) FROM orders WHERE key_id = api_keys.id "
-            "AND status = 'Completed'), "
-            "orders_partial = (SELECT COUNT(*) FROM orders WHERE key_id = api_keys.id "
-            "AND status = 'Partial'), "
-            "orders_canceled = (SELECT COUNT(*) FROM orders WHERE key_id = api_keys.id "
-            "AND status = 'Canceled')")
+            "charged = (SELECT COALESCE(SUM(charge), 0) FROM orders WHERE key_id = api_keys.id)")
+    execute("INSERT INTO key_order_counts (key_id, status, shard, n) "
+            "SELECT key_id, status, id % 16, COUNT(*) FROM orders WHERE phase = 'done' "
+            "GROUP BY key_id, status, id % 16")
 
 
 def fill_postgres(url, n):

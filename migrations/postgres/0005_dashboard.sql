@@ -29,33 +29,37 @@ CREATE INDEX orders_placed ON orders (id) WHERE upstream_service IS NOT NULL;
 CREATE INDEX orders_open_by_key ON orders (key_id, status) WHERE phase <> 'done';
 
 -- Running totals per key, so that the keys page reads no ledger and counts no ended orders.
--- Charges and refunds move in the same statements as the balance; ended orders are counted
--- by a trigger, like the status history, so no code path can end an order uncounted.
+-- Charges and refunds move in the same statements as the balance. Ended orders are counted by
+-- a trigger, like the status history, so no code path can end an order uncounted; the counts
+-- live in rows of their own, spread over 16 shards by order id, because a count on the key's
+-- own row made every order's end wait for the key's `add`s (and each other) on that one row.
 ALTER TABLE api_keys ADD COLUMN charged BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE api_keys ADD COLUMN refunded BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE api_keys ADD COLUMN orders_completed BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE api_keys ADD COLUMN orders_partial BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE api_keys ADD COLUMN orders_canceled BIGINT NOT NULL DEFAULT 0;
 
 UPDATE api_keys SET
     charged = COALESCE((SELECT -SUM(amount) FROM ledger
                         WHERE ledger.key_id = api_keys.id AND kind = 'charge'), 0),
     refunded = COALESCE((SELECT SUM(amount) FROM ledger
-                         WHERE ledger.key_id = api_keys.id AND kind = 'refund'), 0),
-    orders_completed = (SELECT COUNT(*) FROM orders WHERE orders.key_id = api_keys.id
-                        AND kind IN ('order', 'drip') AND phase = 'done' AND status = 'Completed'),
-    orders_partial = (SELECT COUNT(*) FROM orders WHERE orders.key_id = api_keys.id
-                      AND kind IN ('order', 'drip') AND phase = 'done' AND status = 'Partial'),
-    orders_canceled = (SELECT COUNT(*) FROM orders WHERE orders.key_id = api_keys.id
-                       AND kind IN ('order', 'drip') AND phase = 'done' AND status = 'Canceled');
+                         WHERE ledger.key_id = api_keys.id AND kind = 'refund'), 0);
+
+CREATE TABLE key_order_counts (
+    key_id  BIGINT NOT NULL REFERENCES api_keys (id),
+    status  TEXT   NOT NULL,
+    shard   BIGINT NOT NULL,
+    n       BIGINT NOT NULL,
+    PRIMARY KEY (key_id, status, shard)
+);
+
+INSERT INTO key_order_counts (key_id, status, shard, n)
+SELECT key_id, status, id % 16, COUNT(*) FROM orders
+WHERE kind IN ('order', 'drip') AND phase = 'done'
+GROUP BY key_id, status, id % 16;
 
 CREATE FUNCTION count_ended_order() RETURNS trigger AS $$
 BEGIN
-    UPDATE api_keys SET
-        orders_completed = orders_completed + (NEW.status = 'Completed')::int,
-        orders_partial = orders_partial + (NEW.status = 'Partial')::int,
-        orders_canceled = orders_canceled + (NEW.status = 'Canceled')::int
-    WHERE id = NEW.key_id;
+    INSERT INTO key_order_counts (key_id, status, shard, n)
+    VALUES (NEW.key_id, NEW.status, NEW.id % 16, 1)
+    ON CONFLICT (key_id, status, shard) DO UPDATE SET n = key_order_counts.n + 1;
     RETURN NULL;
 END;
 $$ LANGUAGE plpgsql;

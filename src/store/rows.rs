@@ -339,7 +339,12 @@ where
 
 /// The key columns [`key_line_from_row`] reads.
 pub(crate) const KEY_LINE_COLUMNS: &str = "id, revoked_at, balance, charged, refunded, \
-     orders_completed, orders_partial, orders_canceled";
+     (SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM key_order_counts AS c \
+      WHERE c.key_id = api_keys.id AND c.status = 'Completed') AS orders_completed, \
+     (SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM key_order_counts AS c \
+      WHERE c.key_id = api_keys.id AND c.status = 'Partial') AS orders_partial, \
+     (SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM key_order_counts AS c \
+      WHERE c.key_id = api_keys.id AND c.status = 'Canceled') AS orders_canceled";
 
 /// Adds open order counts (key id, status, count) to the keys they belong to.
 pub(crate) fn add_open_counts(keys: &mut [KeyLine], counts: Vec<(i64, String, i64)>) {

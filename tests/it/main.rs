@@ -13,6 +13,7 @@ mod encodings;
 mod links;
 mod money;
 mod orders;
+mod plans;
 mod reader;
 mod refill;
 mod worker;
