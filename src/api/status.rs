@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -55,17 +55,24 @@ fn status_of(order: &OrderRecord) -> Arc<str> {
 #[derive(Clone)]
 pub struct Statuses {
     store: Arc<dyn Store>,
-    cache: Option<moka::sync::Cache<(i64, i64), Arc<str>>>,
+    cache: Option<Arc<AnswerCache>>,
+}
+
+/// Answers by (key, order) with the time each was read; an answer older than `ttl` is read
+/// again. Entries past the capacity are evicted by the cache's own policy.
+struct AnswerCache {
+    answers: quick_cache::sync::Cache<(i64, i64), (Instant, Arc<str>)>,
+    ttl: Duration,
 }
 
 impl Statuses {
     /// `ttl` of zero reads every answer from the database.
     pub fn new(store: Arc<dyn Store>, ttl: Duration) -> Statuses {
         let cache = (!ttl.is_zero()).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(ttl)
-                .build()
+            Arc::new(AnswerCache {
+                answers: quick_cache::sync::Cache::new(1_000_000),
+                ttl,
+            })
         });
         Statuses { store, cache }
     }
@@ -74,8 +81,13 @@ impl Statuses {
     async fn lookup(&self, key_id: i64, ids: &[i64]) -> Result<HashMap<i64, Arc<str>>, StoreError> {
         let mut answers = HashMap::with_capacity(ids.len());
         let mut missing = Vec::new();
+        let now = Instant::now();
         for &id in ids {
-            match self.cache.as_ref().and_then(|c| c.get(&(key_id, id))) {
+            let fresh = self.cache.as_ref().and_then(|cache| {
+                let (read_at, answer) = cache.answers.get(&(key_id, id))?;
+                (now.saturating_duration_since(read_at) < cache.ttl).then_some(answer)
+            });
+            match fresh {
                 Some(answer) => {
                     answers.insert(id, answer);
                 }
@@ -85,10 +97,13 @@ impl Statuses {
         if missing.is_empty() {
             return Ok(answers);
         }
+        let read_at = Instant::now();
         for order in self.store.orders(key_id, &missing).await? {
             let answer = status_of(&order);
             if let Some(cache) = &self.cache {
-                cache.insert((key_id, order.id), answer.clone());
+                cache
+                    .answers
+                    .insert((key_id, order.id), (read_at, answer.clone()));
             }
             answers.insert(order.id, answer);
         }
