@@ -8,8 +8,12 @@ ALTER TABLE orders ADD COLUMN provider_done_at BIGINT;
 ALTER TABLE orders ADD COLUMN target_seen_at BIGINT;
 ALTER TABLE orders ADD COLUMN provider_failures BIGINT NOT NULL DEFAULT 0;
 
+-- The play count read at `add`, kept on the order row (no extra row or round trip per order)
+-- and shown as the first reading of the order's history.
+ALTER TABLE orders ADD COLUMN add_count BIGINT;
+
 -- Play-count readings and provider calls, written in the same transaction as the worker's save
--- that acts on them (or the insert at `add`, for the count read there).
+-- that acts on them.
 CREATE TABLE order_activity (
     id        BIGSERIAL PRIMARY KEY,
     order_id  BIGINT NOT NULL REFERENCES orders (id),

@@ -174,27 +174,6 @@ pub struct Activity {
     pub detail: Option<String>,
 }
 
-impl Activity {
-    /// The play count read at `add`, which becomes the start count unless the order queues
-    /// behind another on its video.
-    pub fn read_at_add(count: u64, queued: bool) -> Activity {
-        Activity {
-            kind: ActivityKind::Reading,
-            outcome: "ok".to_string(),
-            count: Some(count),
-            detail: Some(read_at_add_detail(queued).to_string()),
-        }
-    }
-}
-
-pub(crate) fn read_at_add_detail(queued: bool) -> &'static str {
-    if queued {
-        "read at add; the order waits behind another on this video"
-    } else {
-        "read at add"
-    }
-}
-
 /// An activity row as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActivityEntry {

@@ -289,8 +289,8 @@ impl Store for PostgresStore {
         let phase_queued = if drip { Phase::Drip } else { Phase::Start };
         let total = order.quantity.saturating_mul(u64::from(order.runs.max(1)));
 
-        // The open-order check, debit, order, ledger row, the reading at `add` for the order's
-        // history and the notification in one statement
+        // The open-order check, debit, order (with the count read at `add`), ledger row and
+        // the notification in one statement
         // (after the lock, so that it sees every order committed before): one round trip to
         // the server instead of five. A refusal writes nothing.
         let sql = concat!(
@@ -299,12 +299,12 @@ impl Store for PostgresStore {
              debit AS (UPDATE api_keys SET balance = balance - $6, charged = charged + $6 \
              WHERE id = $1 AND balance >= $6 AND NOT ($13 AND (SELECT queued FROM open)) RETURNING id), \
              placed AS (INSERT INTO orders (key_id, service_id, video_id, link, quantity, charge, \
-             status, phase, start_count, last_count, remains, kind, refill_of, runs, next_run_at, \
-             created_at, updated_at) \
+             status, phase, start_count, last_count, remains, kind, refill_of, runs, add_count, \
+             next_run_at, created_at, updated_at) \
              SELECT $1, $2, $3, $4, $5, $6, 'Pending', \
              CASE WHEN open.queued THEN $9 ELSE $7 END, \
              CASE WHEN open.queued THEN NULL ELSE $8::BIGINT END, \
-             CASE WHEN open.queued THEN $14::BIGINT ELSE NULL END, $5, $10, $11, $12, ",
+             CASE WHEN open.queued THEN $14::BIGINT ELSE NULL END, $5, $10, $11, $12, $14, ",
             now!(),
             ", ",
             now!(),
@@ -314,12 +314,7 @@ impl Store for PostgresStore {
              charged AS (INSERT INTO ledger (key_id, order_id, kind, amount, note, created_at) \
              SELECT $1, placed.id, 'charge', -$6, 'add', ",
             now!(),
-            " FROM placed WHERE $6 <> 0), \
-             reading AS (INSERT INTO order_activity (order_id, at, kind, outcome, count, detail) \
-             SELECT placed.id, ",
-            now!(),
-            ", 'reading', 'ok', $14::BIGINT, CASE WHEN open.queued THEN $17 ELSE $16 END \
-             FROM placed, open WHERE $14::BIGINT IS NOT NULL) \
+            " FROM placed WHERE $6 <> 0) \
              SELECT placed.id, pg_notify($15, placed.id::text)::text FROM placed"
         );
         let inserted: Option<(i64, String)> = sqlx::query_as(sql)
@@ -343,9 +338,6 @@ impl Store for PostgresStore {
             .bind(seen)
             // Delivered when the transaction commits, to every listening worker process.
             .bind(NEW_ORDER_CHANNEL)
-            // The reading's note, as the order is free to start or queued.
-            .bind(super::read_at_add_detail(false))
-            .bind(super::read_at_add_detail(true))
             .fetch_optional(&mut *tx)
             .await?;
         let Some((id, _)) = inserted else {
@@ -840,8 +832,12 @@ impl Store for PostgresStore {
 
     async fn order_activity(&self, id: i64) -> Result<Vec<ActivityEntry>> {
         let rows: Vec<(i64, String, String, Option<i64>, Option<String>)> = sqlx::query_as(
-            "SELECT at, kind, outcome, count, detail FROM order_activity \
-             WHERE order_id = $1 ORDER BY id",
+            "SELECT at, kind, outcome, count, detail FROM (\
+             SELECT 0 AS seq, created_at AS at, 'reading' AS kind, 'ok' AS outcome, \
+             add_count AS count, 'read at add' AS detail FROM orders \
+             WHERE id = $1 AND add_count IS NOT NULL \
+             UNION ALL SELECT id, at, kind, outcome, count, detail FROM order_activity \
+             WHERE order_id = $1) AS history ORDER BY seq",
         )
         .bind(id)
         .fetch_all(&self.pool)

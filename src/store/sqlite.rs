@@ -244,7 +244,8 @@ impl Store for SqliteStore {
         let phase_queued = if drip { Phase::Drip } else { Phase::Start };
         let total = order.quantity.saturating_mul(u64::from(order.runs.max(1)));
 
-        // Debit, order and ledger row as three statements sent together: each statement sent
+        // Debit, order (with the count read at `add`) and ledger row as three statements sent
+        // together: each statement sent
         // on its own is a round trip to the connection's thread, and those hand-offs, not the
         // SQL, were most of the cost of an `add` in a profile. Each statement goes on only if
         // the one before it changed a row, so a refusal writes nothing.
@@ -252,26 +253,24 @@ impl Store for SqliteStore {
             "UPDATE api_keys SET balance = balance - ?6, charged = charged + ?6 \
              WHERE id = ?1 AND balance >= ?6 AND NOT (?13 AND EXISTS (SELECT 1 FROM orders WHERE video_id = ?3 AND phase <> 'done'));\n",
             "INSERT INTO orders (key_id, service_id, video_id, link, quantity, charge, status, \
-             phase, start_count, last_count, remains, kind, refill_of, runs, next_run_at, \
-             created_at, updated_at) \
+             phase, start_count, last_count, remains, kind, refill_of, runs, add_count, \
+             next_run_at, created_at, updated_at) \
              SELECT ?1, ?2, ?3, ?4, ?5, ?6, 'Pending', \
              CASE WHEN q.queued THEN ?9 ELSE ?7 END, CASE WHEN q.queued THEN NULL ELSE ?8 END, \
-             CASE WHEN q.queued THEN ?14 ELSE NULL END, ?5, ?10, ?11, ?12, ",
+             CASE WHEN q.queued THEN ?14 ELSE NULL END, ?5, ?10, ?11, ?12, ?14, ",
             now!(),
             ", ",
             now!(),
             ", ",
             now!(),
             " FROM (SELECT EXISTS (SELECT 1 FROM orders WHERE video_id = ?3 AND phase <> 'done') \
-             AS queued) AS q WHERE changes() = 1 RETURNING id, last_count IS NOT NULL;\n",
+             AS queued) AS q WHERE changes() = 1 RETURNING id;\n",
             "INSERT INTO ledger (key_id, order_id, kind, amount, note, created_at) \
              SELECT ?1, last_insert_rowid(), 'charge', -?6, 'add', ",
             now!(),
             " WHERE changes() = 1 AND ?6 <> 0;"
         );
-        // The new order's id, and whether it queues behind another (only a queued order has a
-        // count seen before its own start count).
-        let inserted: Option<(i64, bool)> = sqlx::query_as(sql)
+        let inserted: Option<i64> = sqlx::query_scalar(sql)
             .bind(order.key_id)
             .bind(i64::from(order.service_id))
             .bind(order.video_id.to_string())
@@ -295,7 +294,7 @@ impl Store for SqliteStore {
             .await?
             .first()
             .copied();
-        let Some((id, queued)) = inserted else {
+        let Some(id) = inserted else {
             // Nothing was written; tell the two refusals apart.
             let open: Option<i64> =
                 sqlx::query_scalar("SELECT 1 FROM orders WHERE video_id = ?1 AND phase <> 'done'")
@@ -308,9 +307,6 @@ impl Store for SqliteStore {
                 AddRefusal::NotEnoughFunds
             }));
         };
-        if let Some(count) = order.start_count {
-            Self::record_activity(&mut tx, id, &[Activity::read_at_add(count, queued)]).await?;
-        }
 
         // Each run is an order row of its own, due `interval` after the one before it.
         if drip {
@@ -808,8 +804,12 @@ impl Store for SqliteStore {
 
     async fn order_activity(&self, id: i64) -> Result<Vec<ActivityEntry>> {
         let rows: Vec<(i64, String, String, Option<i64>, Option<String>)> = sqlx::query_as(
-            "SELECT at, kind, outcome, count, detail FROM order_activity \
-             WHERE order_id = ?1 ORDER BY id",
+            "SELECT at, kind, outcome, count, detail FROM (\
+             SELECT 0 AS seq, created_at AS at, 'reading' AS kind, 'ok' AS outcome, \
+             add_count AS count, 'read at add' AS detail FROM orders \
+             WHERE id = ?1 AND add_count IS NOT NULL \
+             UNION ALL SELECT id, at, kind, outcome, count, detail FROM order_activity \
+             WHERE order_id = ?1) AS history ORDER BY seq",
         )
         .bind(id)
         .fetch_all(&self.pool)
