@@ -115,6 +115,7 @@ impl Playpanel {
             reader: reader.clone(),
             catalogue,
             wake,
+            workers: worker.heartbeat(),
             config: settings.api,
         };
         Ok(Playpanel {

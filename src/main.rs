@@ -240,8 +240,8 @@ struct RunArgs {
     /// poll the same orders over and over; two seconds spares the database most of it.
     #[arg(long, env = "PLAYPANEL_STATUS_CACHE", default_value_t = 2.0)]
     status_cache: f64,
-    /// Seconds an order may wait for a worker before /readyz reports the service unavailable
-    /// (workers stopped, stuck or too few, in this process or another).
+    /// Seconds this process's worker may go without claiming orders before /readyz reports
+    /// the process unavailable (its worker is stuck or cannot reach the database).
     #[arg(long, env = "PLAYPANEL_READY_MAX_WAIT", default_value_t = 120.0)]
     ready_max_wait: f64,
     /// What to do with an order for a video that already has an open order: queue it behind

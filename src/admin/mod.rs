@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -38,8 +39,11 @@ const KEYS_PER_PAGE: u32 = 100;
 const PROVIDER_WINDOW: u32 = 10_000;
 /// ...and reuses the sums this long, so that reloading it costs the database nothing.
 const PROVIDER_CACHE: Duration = Duration::from_secs(5);
-/// The session cookie; its value is derived from the token, never the token itself.
+/// The session cookie: an expiry time and its signature with a key derived from the token,
+/// never the token itself.
 const COOKIE: &str = "playpanel_admin";
+/// How long a login lasts.
+const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// The shortest operator token accepted: it is the only thing between the internet and every
 /// key's orders.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -79,9 +83,11 @@ pub struct Dashboard {
     store: Arc<dyn Store>,
     /// SHA-256 of the token, what a bearer token is compared with.
     token_digest: [u8; 32],
-    /// The session cookie's value: SHA-256 of a fixed prefix and the token, in hex. Changing
-    /// the token ends every session.
-    session: String,
+    /// The key sessions are signed with: SHA-256 of a fixed prefix and the token. Changing the
+    /// token ends every session.
+    session_key: [u8; 32],
+    /// Sessions logged out of through this process, until they would have expired.
+    logged_out: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// How the one configured provider is named on the providers page.
     provider: String,
     /// The providers page's last sums.
@@ -90,13 +96,14 @@ pub struct Dashboard {
 
 impl Dashboard {
     pub fn new(store: Arc<dyn Store>, token: &AdminToken, provider: String) -> Dashboard {
-        let mut session = Sha256::new();
-        session.update(b"playpanel operator session\0");
-        session.update(token.0.as_bytes());
+        let mut session_key = Sha256::new();
+        session_key.update(b"playpanel operator session\0");
+        session_key.update(token.0.as_bytes());
         Dashboard {
             store,
             token_digest: Sha256::digest(token.0.as_bytes()).into(),
-            session: hex::encode(session.finalize()),
+            session_key: session_key.finalize().into(),
+            logged_out: std::sync::Mutex::default(),
             provider,
             providers: tokio::sync::Mutex::new(None),
         }
@@ -107,25 +114,80 @@ impl Dashboard {
         bool::from(digest.ct_eq(&self.token_digest))
     }
 
+    /// The signature of a session that expires at `expires` (seconds since the Unix epoch).
+    fn sign(&self, expires: u64) -> String {
+        // HMAC accepts a key of any length; this cannot fail.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.session_key)
+            .expect("HMAC takes keys of any length");
+        mac.update(format!("session until {expires}").as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// A new session's cookie value: its expiry and the expiry's signature.
+    fn new_session(&self) -> String {
+        let expires = unix_now() + SESSION_LIFETIME.as_secs();
+        format!("{expires}.{}", self.sign(expires))
+    }
+
+    /// Whether a cookie value is a session this token signed, not expired nor logged out.
+    fn session_valid(&self, value: &str) -> bool {
+        let Some((expires, signature)) = value.split_once('.') else {
+            return false;
+        };
+        let Ok(expires) = expires.parse::<u64>() else {
+            return false;
+        };
+        let signed = bool::from(self.sign(expires).as_bytes().ct_eq(signature.as_bytes()));
+        signed
+            && expires > unix_now()
+            && !self
+                .logged_out
+                .lock()
+                .is_ok_and(|out| out.contains_key(value))
+    }
+
+    /// Ends a session in this process (the browser's copy is cleared by the response).
+    fn log_out(&self, value: &str) {
+        if let Some((expires, _)) = value.split_once('.')
+            && let Ok(expires) = expires.parse::<u64>()
+            && self.session_valid(value)
+            && let Ok(mut out) = self.logged_out.lock()
+        {
+            let now = unix_now();
+            out.retain(|_, until| *until > now);
+            out.insert(value.to_string(), expires);
+        }
+    }
+
     /// A request carries the token as a bearer token, or the session cookie a login set.
     fn authorized(&self, headers: &HeaderMap) -> bool {
         let bearer = headers
             .get_all(header::AUTHORIZATION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .filter_map(|v| v.strip_prefix("Bearer "))
+            .filter_map(|v| {
+                let (scheme, token) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            })
             .any(|token| self.token_matches(token.trim()));
-        if bearer {
-            return true;
-        }
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-            .any(|value| bool::from(value.as_bytes().ct_eq(self.session.as_bytes())))
+        bearer || session_cookie(headers).is_some_and(|value| self.session_valid(value))
     }
+}
+
+/// The session cookie's value in a request, if it carries one.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The dashboard's routes, all under `/admin`.
@@ -240,8 +302,9 @@ async fn login(State(dashboard): State<Arc<Dashboard>>, body: Bytes) -> Response
         .unwrap_or_default();
     if dashboard.token_matches(token.trim()) {
         let cookie = format!(
-            "{COOKIE}={}; Path=/admin; HttpOnly; SameSite=Strict",
-            dashboard.session
+            "{COOKIE}={}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}",
+            dashboard.new_session(),
+            SESSION_LIFETIME.as_secs()
         );
         let mut response = Redirect::to("/admin").into_response();
         if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -258,7 +321,10 @@ async fn login(State(dashboard): State<Arc<Dashboard>>, body: Bytes) -> Response
     }
 }
 
-async fn logout() -> Response {
+async fn logout(State(dashboard): State<Arc<Dashboard>>, headers: HeaderMap) -> Response {
+    if let Some(session) = session_cookie(&headers) {
+        dashboard.log_out(session);
+    }
     let mut response = Redirect::to("/admin/login").into_response();
     let cookie = format!("{COOKIE}=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0");
     if let Ok(value) = HeaderValue::from_str(&cookie) {

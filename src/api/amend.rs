@@ -50,6 +50,7 @@ pub(super) async fn cancel(
             }
             Some(order) => match state.store.cancel_order(key.id, order.id).await? {
                 CancelOutcome::Canceled => {
+                    state.statuses.forget(key.id, order.id);
                     tracing::info!(order.id = order.id, video.id = %order.video_id,
                         from = %order.status, to = "Canceled", cause = "canceled by the client",
                         "order ended");

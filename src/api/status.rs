@@ -77,6 +77,14 @@ impl Statuses {
         Statuses { store, cache }
     }
 
+    /// Drops a kept answer, after this process changed the order (a cancel), so the client's
+    /// next `status` shows the change.
+    pub fn forget(&self, key_id: i64, id: i64) {
+        if let Some(cache) = &self.cache {
+            cache.answers.remove(&(key_id, id));
+        }
+    }
+
     /// The status answers of those `ids` that are the key's orders.
     async fn lookup(&self, key_id: i64, ids: &[i64]) -> Result<HashMap<i64, Arc<str>>, StoreError> {
         let mut answers = HashMap::with_capacity(ids.len());

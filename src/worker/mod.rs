@@ -7,6 +7,7 @@
 //! saying what comes next, which is what lets another process pick up after a crash.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -69,6 +70,41 @@ impl Default for WorkerConfig {
     }
 }
 
+/// Whether this process's worker is running and when it last claimed (successfully asked the
+/// database for due orders), for `/readyz`.
+#[derive(Debug, Default)]
+pub struct Heartbeat {
+    running: AtomicBool,
+    last_claim_ms: AtomicU64,
+}
+
+impl Heartbeat {
+    fn now_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    fn beat(&self) {
+        self.last_claim_ms.store(Self::now_ms(), Ordering::Relaxed);
+    }
+
+    /// Time since the worker's last claim, or `None` when no worker runs in this process.
+    pub fn since_last_claim(&self) -> Option<Duration> {
+        if !self.running.load(Ordering::Relaxed) {
+            return None;
+        }
+        let last = self.last_claim_ms.load(Ordering::Relaxed);
+        Some(Duration::from_millis(Self::now_ms().saturating_sub(last)))
+    }
+
+    /// Marks the worker as running (or not) from now.
+    pub fn set_running(&self, running: bool) {
+        self.beat();
+        self.running.store(running, Ordering::Relaxed);
+    }
+}
+
 /// Moves orders along. Cheap to clone; clones share everything.
 #[derive(Clone)]
 pub struct Worker {
@@ -79,6 +115,7 @@ pub struct Worker {
     config: Arc<WorkerConfig>,
     owner: Arc<str>,
     wake: Arc<Notify>,
+    heartbeat: Arc<Heartbeat>,
 }
 
 impl Worker {
@@ -101,7 +138,13 @@ impl Worker {
             config: Arc::new(config),
             owner: owner.into(),
             wake,
+            heartbeat: Arc::default(),
         }
+    }
+
+    /// This worker's heartbeat (shared with its clones).
+    pub fn heartbeat(&self) -> Arc<Heartbeat> {
+        self.heartbeat.clone()
     }
 
     /// Another worker over the same store and outside systems, with a lease owner of its own,
@@ -121,6 +164,7 @@ impl Worker {
     /// other workers can take it over at once.
     pub async fn run(self, cancel: CancellationToken) {
         info!(worker = %self.owner, "worker started");
+        self.heartbeat.set_running(true);
         let running = self.clone();
         let mut task = tokio::spawn(running.run_steps(cancel.clone()));
         tokio::select! {
@@ -137,6 +181,7 @@ impl Worker {
             Ok(n) => info!(worker = %self.owner, released = n, "released held orders"),
             Err(e) => warn!(error = %e, "could not release held orders; their leases will expire"),
         }
+        self.heartbeat.set_running(false);
         info!(worker = %self.owner, "worker stopped");
     }
 
@@ -170,6 +215,7 @@ impl Worker {
             .store
             .claim(&self.owner, self.config.batch, self.config.lease)
             .await?;
+        self.heartbeat.beat();
         let count = claimed.len();
         if count == 0 {
             // Nothing due: end any drip-feed order whose runs all ended without it being

@@ -195,6 +195,44 @@ async fn only_the_operator_token_opens_the_dashboard() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.text().await.unwrap().contains("id=\"orders\""));
+    // It expires, and is signed: a later expiry with the same signature is refused.
+    assert!(cookie.contains("Max-Age=43200"), "{cookie}");
+    let value = session.trim_start_matches("playpanel_admin=");
+    let (expires, signature) = value.split_once('.').unwrap();
+    let later: u64 = expires.parse::<u64>().unwrap() + 3600;
+    let forged = format!("playpanel_admin={later}.{signature}");
+    let response = http
+        .get(url("/admin"))
+        .header("cookie", forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+
+    // The scheme name of a bearer token is case-insensitive.
+    let response = http
+        .get(url("/admin/keys"))
+        .header("authorization", format!("bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Logging out ends the session on the server, not only in the browser.
+    let response = http
+        .post(url("/admin/logout"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let response = http
+        .get(url("/admin"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
 }
 
 /// Orders on a service that delivers, one whose provider delivers 80% while claiming done, and

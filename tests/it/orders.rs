@@ -458,6 +458,19 @@ async fn status_answers_may_be_reused_for_a_while(backend: Backend) {
         .call_as(&other, &[("action", "status"), ("order", &id)])
         .await;
     assert_eq!(foreign, json!({"error": "Incorrect order ID"}));
+
+    // A cancel made through this process shows at once, though its answer was kept.
+    let pending = env.add_ok("1", VIDEO + 1, "100").await;
+    assert_eq!(env.status(&pending).await["status"], "Pending");
+    let canceled = env
+        .call(&[("action", "cancel"), ("orders", &pending)])
+        .await;
+    assert_eq!(canceled[0]["cancel"], 1, "{canceled}");
+    let status = env.status(&pending).await;
+    assert_eq!(
+        (&status["status"], &status["charge"]),
+        (&json!("Canceled"), &json!("0.00000"))
+    );
 }
 
 async fn a_database_of_a_newer_schema_is_refused(backend: Backend) {
