@@ -330,7 +330,7 @@ async fn run() -> anyhow::Result<()> {
             let listener = TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
-            println!("sandbox listening on http://{}", listener.local_addr()?);
+            say!("sandbox listening on http://{}", listener.local_addr()?);
             let config = SandboxConfig {
                 views_per_second: args.views_per_second,
                 page_delay: Duration::from_millis(args.page_delay_ms),
@@ -423,18 +423,18 @@ async fn serve(args: ServeArgs, cancel: CancellationToken) -> anyhow::Result<()>
         let key =
             playpanel::keys::create(playpanel.store.as_ref(), Money::from_units(100 * 100_000))
                 .await?;
-        println!("demo API key (balance 100.00000 USD): {key}");
+        say!("demo API key (balance 100.00000 USD): {key}");
     }
 
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    println!(
+    say!(
         "playpanel listening on http://{}/api/v2",
         listener.local_addr()?
     );
     if dashboard {
-        println!(
+        say!(
             "operator dashboard at http://{}/admin",
             listener.local_addr()?
         );
@@ -468,7 +468,7 @@ async fn assemble(
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = Url::parse(&format!("http://{}/", listener.local_addr()?))?;
         tokio::spawn(Sandbox::new(SandboxConfig::default()).serve(listener, cancel.clone()));
-        println!("sandbox (TikTok pages and upstream panel) at {url}");
+        say!("sandbox (TikTok pages and upstream panel) at {url}");
         Some(url)
     } else {
         args.sandbox_url.clone()
@@ -536,11 +536,24 @@ async fn assemble(
         let address = playpanel::telemetry::serve_metrics(listen, store, cancel.clone())
             .await
             .with_context(|| format!("cannot serve metrics on {listen}"))?;
-        println!("metrics on http://{address}/metrics");
+        say!("metrics on http://{address}/metrics");
     }
     info!(database = %args.database, "playpanel ready");
     Ok((playpanel, sandbox))
 }
+
+/// Prints a line to stdout for whoever started the process (addresses, the demo key),
+/// ignoring a closed stdout: a long-running server must not fall over because the program
+/// reading its first lines (`| head`, a log shipper) went away.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, $($arg)*);
+        let _ = out.flush();
+    }};
+}
+use say;
 
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -549,6 +562,9 @@ fn init_logs(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
+        // A log line that cannot be written (stderr a closed pipe) is dropped, not reported
+        // with `eprintln!`, which would panic in whatever task was logging.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -70,6 +70,10 @@ impl Default for WorkerConfig {
     }
 }
 
+/// The cause recorded when a client's cancel stopped delivery at the provider; the order's
+/// end then says so.
+const CANCELED_AT_PROVIDER: &str = "canceled at the provider by the client";
+
 /// Whether this process's worker is running and when it last claimed (successfully asked the
 /// database for due orders), for `/readyz`.
 #[derive(Debug, Default)]
@@ -310,8 +314,7 @@ impl Worker {
                 match asked {
                     Ok(true) => {
                         order.checks = 0;
-                        let cause = "canceled at the provider by the client";
-                        self.move_to(order, Phase::Verify, Duration::ZERO, cause)
+                        self.move_to(order, Phase::Verify, Duration::ZERO, CANCELED_AT_PROVIDER)
                             .await
                     }
                     Ok(false) => {
@@ -693,13 +696,15 @@ impl Worker {
         }
         order.remains = remains;
         let refund = order.charge.refund_share(remains, order.quantity);
-        self.finish(
-            order,
-            OrderStatus::Partial,
-            refund,
-            "play count fell short of the target",
-        )
-        .await
+        // A client's cancel stopped the delivery: say so, rather than blame the provider.
+        let cause = if order.cancel_handled || order.cause.as_deref() == Some(CANCELED_AT_PROVIDER)
+        {
+            "ended after the client asked to cancel; charged for the views delivered"
+        } else {
+            "play count fell short of the target"
+        };
+        self.finish(order, OrderStatus::Partial, refund, cause)
+            .await
     }
 
     async fn cancel(&self, mut order: OrderRecord, why: &str) -> crate::store::Result<()> {

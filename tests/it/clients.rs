@@ -424,3 +424,87 @@ fn metrics_count_what_happened() {
         assert!(!text.contains(unbounded), "{unbounded} in:\n{text}");
     }
 }
+
+/// The program reading the server's output goes away (`playpanel serve ... 2>&1 | head -3`):
+/// the server must keep answering, keep working orders and still stop on SIGTERM.
+#[test]
+fn a_server_whose_output_pipe_closes_keeps_working_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("pipe.db").display());
+    let (read_end, write_end) = std::io::pipe().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_playpanel"))
+        .args([
+            "serve",
+            "--sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &db,
+        ])
+        .stdout(write_end.try_clone().unwrap())
+        .stderr(write_end)
+        .spawn()
+        .unwrap();
+    let mut api = None;
+    let mut key = None;
+    let mut lines = std::io::BufReader::new(read_end).lines();
+    while api.is_none() {
+        let line = lines.next().expect("server exited early").unwrap();
+        if let Some(rest) = line.split("demo API key (balance 100.00000 USD): ").nth(1) {
+            key = Some(rest.trim().to_string());
+        }
+        if let Some(rest) = line.split("playpanel listening on ").nth(1) {
+            api = Some(rest.trim().to_string());
+        }
+    }
+    // Close the only reader: every later write to stdout or stderr fails with EPIPE.
+    drop(lines);
+    let mut server = Process(child);
+    let (api, key) = (api.unwrap(), key.unwrap());
+
+    let call = |fields: &[(&str, &str)]| -> serde_json::Value {
+        let mut args = vec!["-s".to_string(), "--max-time".into(), "10".into()];
+        args.extend(["-d".into(), format!("key={key}")]);
+        for (name, value) in fields {
+            args.extend(["--data-urlencode".into(), format!("{name}={value}")]);
+        }
+        args.push(api.clone());
+        let output = Command::new("curl").args(&args).output().unwrap();
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&output.stdout)))
+    };
+    let added = call(&[
+        ("action", "add"),
+        ("service", "1"),
+        ("link", "https://www.tiktok.com/@p/video/4141"),
+        ("quantity", "100"),
+    ]);
+    let id = added["order"].as_str().expect("add answered").to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = call(&[("action", "status"), ("order", &id)]);
+        if status["status"] == "Completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "order stuck: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while server.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "server still running 25 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

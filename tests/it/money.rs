@@ -116,6 +116,15 @@ async fn an_order_being_delivered_is_canceled_at_the_provider_and_charged_for_wh
     let kept = Money::from_units(9_000_000).refund_share(delivered, 100_000);
     assert_eq!(status["charge"], kept.to_string());
     assert_books_balance(&env, &env.key).await;
+    // The history says the client's cancel ended it, not that the provider fell short.
+    let number: i64 = id.parse().unwrap();
+    let (_, history, _) = env.app.store.order_history(number).await.unwrap().unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(last.to, "Partial");
+    assert_eq!(
+        last.cause.as_deref(),
+        Some("ended after the client asked to cancel; charged for the views delivered")
+    );
 }
 
 async fn cancel_answers_each_id_in_request_order(backend: Backend) {
