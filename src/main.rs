@@ -354,14 +354,14 @@ async fn run() -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::List { database },
         } => {
-            let store = store::open(&database).await?;
+            let store = store::open_existing(&database).await?;
             print!("{}", playpanel::operator::list_keys(store.as_ref()).await?);
             Ok(())
         }
         Command::Keys {
             command: KeysCommand::Revoke { key, database },
         } => {
-            let store = store::open(&database).await?;
+            let store = store::open_existing(&database).await?;
             print!(
                 "{}",
                 playpanel::operator::revoke_key(store.as_ref(), &key).await?
@@ -377,7 +377,7 @@ async fn run() -> anyhow::Result<()> {
                     database,
                 },
         } => {
-            let store = store::open(&database).await?;
+            let store = store::open_existing(&database).await?;
             let out =
                 playpanel::operator::add_balance(store.as_ref(), &key, &amount, note.as_deref());
             print!("{}", out.await?);
@@ -386,7 +386,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Orders {
             command: OrdersCommand::Show { id, database },
         } => {
-            let store = store::open(&database).await?;
+            let store = store::open_existing(&database).await?;
             print!(
                 "{}",
                 playpanel::operator::show_order(store.as_ref(), &id).await?

@@ -32,6 +32,11 @@ pub enum StoreError {
     NewerSchema(i64),
     #[error("the database schema is older than this playpanel's; run `playpanel migrate`")]
     OlderSchema,
+    #[error(
+        "there is no database at {0}: check --database, or create one with `playpanel migrate` \
+         (or `playpanel serve`)"
+    )]
+    Missing(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -511,6 +516,21 @@ fn schema_is_current(migrator: &sqlx::migrate::Migrator, applied: Option<i64>) -
         (applied, Some(shipped)) if applied.unwrap_or(0) < shipped => Err(StoreError::OlderSchema),
         _ => Ok(()),
     }
+}
+
+/// Opens a store that must already exist: operator commands that read or change keys and
+/// orders refuse a SQLite file that is not there, rather than create an empty one (a mistyped
+/// `--database` would otherwise look like a database without keys).
+pub async fn open_existing(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        use std::str::FromStr as _;
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+        let path = options.get_filename();
+        if !path.exists() {
+            return Err(StoreError::Missing(path.display().to_string()));
+        }
+    }
+    open(url).await
 }
 
 /// Applies the migrations a backend ships, refusing a database migrated by a newer playpanel.

@@ -257,6 +257,18 @@ fn operators_manage_keys_balances_and_orders_from_the_command_line() {
     let db = format!("sqlite://{}", dir.path().join("operator.db").display());
     let db = db.as_str();
 
+    // A database that does not exist is not created by commands that only read or change one.
+    let typo = format!("sqlite://{}", dir.path().join("operatr.db").display());
+    for args in [
+        vec!["keys", "list", "--database", &typo],
+        vec!["orders", "show", "1", "--database", &typo],
+    ] {
+        let (ok, _, err) = playpanel(&args);
+        assert!(!ok);
+        assert!(err.contains("there is no database at"), "{err}");
+    }
+    assert!(!dir.path().join("operatr.db").exists());
+
     let (ok, out, _) = playpanel(&["keys", "create", "--database", db, "--balance", "10"]);
     assert!(ok);
     let key = out.lines().last().unwrap().trim().to_string();
