@@ -116,6 +116,7 @@ impl Playpanel {
             catalogue,
             wake,
             workers: worker.heartbeat(),
+            adds: Arc::new(api::AddQueue::new(store.clone(), store.writers())),
             config: settings.api,
         };
         Ok(Playpanel {

@@ -169,7 +169,7 @@ pub(super) async fn add(
         runs,
         interval,
     };
-    match state.store.insert_order(&order, refuse).await? {
+    match state.adds.insert(order, refuse).await? {
         Ok(id) => {
             state.wake.notify_one();
             tracing::info!(order.id = id, video.id = %video, to = "Pending", "order accepted");

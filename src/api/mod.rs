@@ -3,6 +3,7 @@
 
 mod add;
 mod amend;
+mod batch;
 mod params;
 mod serve;
 mod status;
@@ -24,6 +25,7 @@ use tracing::{error, warn};
 use crate::domain::Catalogue;
 use crate::store::{KeyRecord, Store, StoreError};
 use crate::tiktok::Reader;
+pub use batch::AddQueue;
 use params::Params;
 pub use serve::{HEADER_READ_TIMEOUT, serve};
 pub use status::Statuses;
@@ -68,6 +70,8 @@ pub struct ApiState {
     pub known_keys: Arc<KnownKeys>,
     /// The heartbeat of this process's worker, if it runs one.
     pub workers: Arc<crate::worker::Heartbeat>,
+    /// Orders from `add`, written in batches.
+    pub adds: Arc<AddQueue>,
     pub config: ApiConfig,
 }
 

@@ -409,6 +409,19 @@ pub trait Store: Send + Sync + 'static {
         refuse_if_open: bool,
     ) -> Result<std::result::Result<i64, AddRefusal>>;
 
+    /// How many transactions writing orders are worth running at once: one for SQLite,
+    /// which writes one at a time; several for a server.
+    fn writers(&self) -> usize {
+        1
+    }
+
+    /// Several `insert_order`s in one transaction (one commit for the lot), each with its
+    /// own answer, in the batch's order. A database error fails the whole batch.
+    async fn insert_orders(
+        &self,
+        batch: &[(NewOrder, bool)],
+    ) -> Result<Vec<std::result::Result<i64, AddRefusal>>>;
+
     /// The orders among `ids` that belong to the key, in one query (refills are not orders).
     async fn orders(&self, key_id: i64, ids: &[i64]) -> Result<Vec<OrderRecord>>;
 

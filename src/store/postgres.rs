@@ -74,6 +74,126 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
+    /// Inserts one order inside a write transaction (see [`Store::insert_order`]); a refusal
+    /// writes nothing.
+    async fn insert_in(
+        tx: &mut sqlx::PgConnection,
+        order: &NewOrder,
+        refuse_if_open: bool,
+    ) -> Result<std::result::Result<i64, AddRefusal>> {
+        let seen = order
+            .start_count
+            .map(|c| to_i64(c, "start_count"))
+            .transpose()?;
+        let drip = order.runs > 1;
+        // Phase and start count when the video is free, and when the order must queue behind
+        // an open one (which the statement finds out).
+        let (phase_free, start_free) = match seen {
+            // A drip-feed order is worked through its runs; it keeps the count seen at `add`.
+            _ if drip => (Phase::Drip, seen),
+            Some(count) => (Phase::Place, Some(count)),
+            None => (Phase::Start, None),
+        };
+        // Queued behind another order, its start count is read (a drip-feed: its first run's)
+        // when its turn comes; the count seen now is only shown until then.
+        let phase_queued = if drip { Phase::Drip } else { Phase::Start };
+        let total = order.quantity.saturating_mul(u64::from(order.runs.max(1)));
+
+        // The open-order check, debit, order (with the count read at `add`), ledger row and
+        // the notification in one statement
+        // (after the lock, so that it sees every order committed before): one round trip to
+        // the server instead of five. A refusal writes nothing.
+        let sql = concat!(
+            "WITH open AS (SELECT EXISTS (SELECT 1 FROM orders WHERE video_id = $3 \
+             AND order_open(phase)) AS queued), \
+             debit AS (UPDATE api_keys SET balance = balance - $6, charged = charged + $6 \
+             WHERE id = $1 AND balance >= $6 AND NOT ($13 AND (SELECT queued FROM open)) RETURNING id), \
+             placed AS (INSERT INTO orders (key_id, service_id, video_id, link, quantity, charge, \
+             status, phase, start_count, last_count, remains, kind, refill_of, runs, add_count, \
+             next_run_at, created_at, updated_at) \
+             SELECT $1, $2, $3, $4, $5, $6, 'Pending', \
+             CASE WHEN open.queued THEN $9 ELSE $7 END, \
+             CASE WHEN open.queued THEN NULL ELSE $8::BIGINT END, \
+             CASE WHEN open.queued THEN $14::BIGINT ELSE NULL END, $5, $10, $11, $12, $14, ",
+            now!(),
+            ", ",
+            now!(),
+            ", ",
+            now!(),
+            " FROM open, debit RETURNING id), \
+             charged AS (INSERT INTO ledger (key_id, order_id, kind, amount, note, created_at) \
+             SELECT $1, placed.id, 'charge', -$6, 'add', ",
+            now!(),
+            " FROM placed WHERE $6 <> 0) \
+             SELECT placed.id, pg_notify($15, placed.id::text)::text FROM placed"
+        );
+        let inserted: Option<(i64, String)> = sqlx::query_as(sql)
+            .bind(order.key_id)
+            .bind(i64::from(order.service_id))
+            .bind(order.video_id.to_string())
+            .bind(&order.link)
+            .bind(to_i64(total, "quantity")?)
+            .bind(order.charge.units())
+            .bind(phase_free.as_str())
+            .bind(start_free)
+            .bind(phase_queued.as_str())
+            .bind(match (order.refill_of, drip) {
+                (Some(_), _) => "refill",
+                (None, true) => "drip",
+                (None, false) => "order",
+            })
+            .bind(order.refill_of)
+            .bind(i64::from(order.runs.max(1)))
+            .bind(refuse_if_open)
+            .bind(seen)
+            // Delivered when the transaction commits, to every listening worker process.
+            .bind(NEW_ORDER_CHANNEL)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((id, _)) = inserted else {
+            // Nothing was written; tell the two refusals apart.
+            let open: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM orders WHERE video_id = $1 AND order_open(phase)",
+            )
+            .bind(order.video_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            return Ok(Err(if refuse_if_open && open.is_some() {
+                AddRefusal::ActiveOrder
+            } else {
+                AddRefusal::NotEnoughFunds
+            }));
+        };
+
+        // Each run is an order row of its own, due `interval` after the one before it.
+        if drip {
+            let sql = concat!(
+                "INSERT INTO orders (key_id, service_id, video_id, link, quantity, charge, status, \
+                 phase, remains, kind, run_of, next_run_at, created_at, updated_at) \
+                 SELECT $1, $2, $3, $4, $5, 0, 'Pending', 'start', $5, 'run', $6, ",
+                now!(),
+                " + n * $7, ",
+                now!(),
+                ", ",
+                now!(),
+                " FROM generate_series(0, $8 - 1) AS n"
+            );
+            sqlx::query(sql)
+                .bind(order.key_id)
+                .bind(i64::from(order.service_id))
+                .bind(order.video_id.to_string())
+                .bind(&order.link)
+                .bind(to_i64(order.quantity, "quantity")?)
+                .bind(id)
+                .bind(millis(order.interval))
+                .bind(i64::from(order.runs))
+                .execute(&mut *tx)
+                .await?;
+        }
+
+        Ok(Ok(id))
+    }
+
     /// The plan PostgreSQL chooses for claiming `limit` orders, for tests that check the
     /// claim stays on its indexes whatever the statistics say. Claims nothing.
     #[doc(hidden)]
@@ -271,118 +391,43 @@ impl Store for PostgresStore {
             .bind(order.video_id.to_string())
             .execute(&mut *tx)
             .await?;
-        let seen = order
-            .start_count
-            .map(|c| to_i64(c, "start_count"))
-            .transpose()?;
-        let drip = order.runs > 1;
-        // Phase and start count when the video is free, and when the order must queue behind
-        // an open one (which the statement finds out).
-        let (phase_free, start_free) = match seen {
-            // A drip-feed order is worked through its runs; it keeps the count seen at `add`.
-            _ if drip => (Phase::Drip, seen),
-            Some(count) => (Phase::Place, Some(count)),
-            None => (Phase::Start, None),
-        };
-        // Queued behind another order, its start count is read (a drip-feed: its first run's)
-        // when its turn comes; the count seen now is only shown until then.
-        let phase_queued = if drip { Phase::Drip } else { Phase::Start };
-        let total = order.quantity.saturating_mul(u64::from(order.runs.max(1)));
-
-        // The open-order check, debit, order (with the count read at `add`), ledger row and
-        // the notification in one statement
-        // (after the lock, so that it sees every order committed before): one round trip to
-        // the server instead of five. A refusal writes nothing.
-        let sql = concat!(
-            "WITH open AS (SELECT EXISTS (SELECT 1 FROM orders WHERE video_id = $3 \
-             AND order_open(phase)) AS queued), \
-             debit AS (UPDATE api_keys SET balance = balance - $6, charged = charged + $6 \
-             WHERE id = $1 AND balance >= $6 AND NOT ($13 AND (SELECT queued FROM open)) RETURNING id), \
-             placed AS (INSERT INTO orders (key_id, service_id, video_id, link, quantity, charge, \
-             status, phase, start_count, last_count, remains, kind, refill_of, runs, add_count, \
-             next_run_at, created_at, updated_at) \
-             SELECT $1, $2, $3, $4, $5, $6, 'Pending', \
-             CASE WHEN open.queued THEN $9 ELSE $7 END, \
-             CASE WHEN open.queued THEN NULL ELSE $8::BIGINT END, \
-             CASE WHEN open.queued THEN $14::BIGINT ELSE NULL END, $5, $10, $11, $12, $14, ",
-            now!(),
-            ", ",
-            now!(),
-            ", ",
-            now!(),
-            " FROM open, debit RETURNING id), \
-             charged AS (INSERT INTO ledger (key_id, order_id, kind, amount, note, created_at) \
-             SELECT $1, placed.id, 'charge', -$6, 'add', ",
-            now!(),
-            " FROM placed WHERE $6 <> 0) \
-             SELECT placed.id, pg_notify($15, placed.id::text)::text FROM placed"
-        );
-        let inserted: Option<(i64, String)> = sqlx::query_as(sql)
-            .bind(order.key_id)
-            .bind(i64::from(order.service_id))
-            .bind(order.video_id.to_string())
-            .bind(&order.link)
-            .bind(to_i64(total, "quantity")?)
-            .bind(order.charge.units())
-            .bind(phase_free.as_str())
-            .bind(start_free)
-            .bind(phase_queued.as_str())
-            .bind(match (order.refill_of, drip) {
-                (Some(_), _) => "refill",
-                (None, true) => "drip",
-                (None, false) => "order",
-            })
-            .bind(order.refill_of)
-            .bind(i64::from(order.runs.max(1)))
-            .bind(refuse_if_open)
-            .bind(seen)
-            // Delivered when the transaction commits, to every listening worker process.
-            .bind(NEW_ORDER_CHANNEL)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some((id, _)) = inserted else {
-            // Nothing was written; tell the two refusals apart.
-            let open: Option<i32> = sqlx::query_scalar(
-                "SELECT 1 FROM orders WHERE video_id = $1 AND order_open(phase)",
-            )
-            .bind(order.video_id.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-            return Ok(Err(if refuse_if_open && open.is_some() {
-                AddRefusal::ActiveOrder
-            } else {
-                AddRefusal::NotEnoughFunds
-            }));
-        };
-
-        // Each run is an order row of its own, due `interval` after the one before it.
-        if drip {
-            let sql = concat!(
-                "INSERT INTO orders (key_id, service_id, video_id, link, quantity, charge, status, \
-                 phase, remains, kind, run_of, next_run_at, created_at, updated_at) \
-                 SELECT $1, $2, $3, $4, $5, 0, 'Pending', 'start', $5, 'run', $6, ",
-                now!(),
-                " + n * $7, ",
-                now!(),
-                ", ",
-                now!(),
-                " FROM generate_series(0, $8 - 1) AS n"
-            );
-            sqlx::query(sql)
-                .bind(order.key_id)
-                .bind(i64::from(order.service_id))
-                .bind(order.video_id.to_string())
-                .bind(&order.link)
-                .bind(to_i64(order.quantity, "quantity")?)
-                .bind(id)
-                .bind(millis(order.interval))
-                .bind(i64::from(order.runs))
-                .execute(&mut *tx)
-                .await?;
+        let inserted = Self::insert_in(&mut tx, order, refuse_if_open).await?;
+        if inserted.is_ok() {
+            tx.commit().await?;
         }
+        Ok(inserted)
+    }
 
+    fn writers(&self) -> usize {
+        4
+    }
+
+    async fn insert_orders(
+        &self,
+        batch: &[(NewOrder, bool)],
+    ) -> Result<Vec<std::result::Result<i64, AddRefusal>>> {
+        let mut tx = self.pool.begin().await?;
+        // Every video's lock first, in one order for all, as `insert_order` takes one.
+        let mut videos: Vec<String> = batch.iter().map(|(o, _)| o.video_id.to_string()).collect();
+        videos.sort();
+        videos.dedup();
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended(v, 0)) FROM unnest($1::text[]) AS v",
+        )
+        .bind(&videos)
+        .execute(&mut *tx)
+        .await?;
+        // Key rows are debited in key order, so that batches in other processes cannot
+        // deadlock with this one; the answers go back in the batch's order.
+        let mut by_key: Vec<usize> = (0..batch.len()).collect();
+        by_key.sort_by_key(|&i| batch[i].0.key_id);
+        let mut answers = vec![Err(AddRefusal::NotEnoughFunds); batch.len()];
+        for i in by_key {
+            let (order, refuse) = &batch[i];
+            answers[i] = Self::insert_in(&mut tx, order, *refuse).await?;
+        }
         tx.commit().await?;
-        Ok(Ok(id))
+        Ok(answers)
     }
 
     async fn orders(&self, key_id: i64, ids: &[i64]) -> Result<Vec<OrderRecord>> {

@@ -124,108 +124,13 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// A write transaction that takes the write lock at once, so it waits on `busy_timeout`
-    /// instead of failing when it later upgrades from read to write.
-    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
-    }
-
-    /// The key's rows among `ids` of either of two kinds, in one query.
-    async fn rows_by_ids(
-        &self,
-        key_id: i64,
-        ids: &[i64],
-        kinds: [&str; 2],
-    ) -> Result<Vec<OrderRecord>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        // The ids travel as one JSON array so the statement stays the same for any count.
-        let list = serde_json::to_string(ids).map_err(corrupt)?;
-        let sql = concat!(
-            "SELECT ",
-            order_columns!(),
-            ", ",
-            now!(),
-            " AS db_now FROM orders \
-             WHERE key_id = ?1 AND id IN (SELECT value FROM json_each(?2)) \
-             AND kind IN (?3, ?4)"
-        );
-        let rows = sqlx::query(sql)
-            .bind(key_id)
-            .bind(list)
-            .bind(kinds[0])
-            .bind(kinds[1])
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(order_from_row).collect()
-    }
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    async fn create_key(&self, key_hash: &str, balance: Money) -> Result<i64> {
-        let sql = concat!(
-            "INSERT INTO api_keys (key_hash, balance, created_at) VALUES (?1, ?2, ",
-            now!(),
-            ") RETURNING id"
-        );
-        let mut tx = self.write_tx().await?;
-        let id = sqlx::query_scalar(sql)
-            .bind(key_hash)
-            .bind(balance.units())
-            .fetch_one(&mut *tx)
-            .await?;
-        if balance != Money::ZERO {
-            let kind = LedgerKind::TopUp;
-            Self::ledger_entry(&mut tx, id, None, kind, balance, "opening balance").await?;
-        }
-        tx.commit().await?;
-        Ok(id)
-    }
-
-    async fn key_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
-    async fn ping(&self) -> Result<()> {
-        let applied: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-                .fetch_one(&self.pool)
-                .await?;
-        super::schema_is_current(&MIGRATOR, applied)
-    }
-
-    async fn find_key(&self, key_hash: &str) -> Result<Option<KeyRecord>> {
-        let row = sqlx::query(
-            "SELECT id, key_hash, balance FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",
-        )
-        .bind(key_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(key_from_row).transpose()
-    }
-
-    async fn has_open_order(&self, video: VideoId) -> Result<bool> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM orders WHERE video_id = ?1 AND phase <> 'done'")
-                .bind(video.to_string())
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(found.is_some())
-    }
-
-    async fn insert_order(
-        &self,
+    /// Inserts one order inside a write transaction (see [`Store::insert_order`]); a refusal
+    /// writes nothing.
+    async fn insert_in(
+        tx: &mut sqlx::SqliteConnection,
         order: &NewOrder,
         refuse_if_open: bool,
     ) -> Result<std::result::Result<i64, AddRefusal>> {
-        // The immediate transaction holds the write lock, so the check for an open order and
-        // the insert cannot interleave with another `add`.
-        let mut tx = self.write_tx().await?;
-
         let seen = order
             .start_count
             .map(|c| to_i64(c, "start_count"))
@@ -335,8 +240,133 @@ impl Store for SqliteStore {
                 .await?;
         }
 
-        tx.commit().await?;
         Ok(Ok(id))
+    }
+
+    /// A write transaction that takes the write lock at once, so it waits on `busy_timeout`
+    /// instead of failing when it later upgrades from read to write.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// The key's rows among `ids` of either of two kinds, in one query.
+    async fn rows_by_ids(
+        &self,
+        key_id: i64,
+        ids: &[i64],
+        kinds: [&str; 2],
+    ) -> Result<Vec<OrderRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The ids travel as one JSON array so the statement stays the same for any count.
+        let list = serde_json::to_string(ids).map_err(corrupt)?;
+        let sql = concat!(
+            "SELECT ",
+            order_columns!(),
+            ", ",
+            now!(),
+            " AS db_now FROM orders \
+             WHERE key_id = ?1 AND id IN (SELECT value FROM json_each(?2)) \
+             AND kind IN (?3, ?4)"
+        );
+        let rows = sqlx::query(sql)
+            .bind(key_id)
+            .bind(list)
+            .bind(kinds[0])
+            .bind(kinds[1])
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(order_from_row).collect()
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_key(&self, key_hash: &str, balance: Money) -> Result<i64> {
+        let sql = concat!(
+            "INSERT INTO api_keys (key_hash, balance, created_at) VALUES (?1, ?2, ",
+            now!(),
+            ") RETURNING id"
+        );
+        let mut tx = self.write_tx().await?;
+        let id = sqlx::query_scalar(sql)
+            .bind(key_hash)
+            .bind(balance.units())
+            .fetch_one(&mut *tx)
+            .await?;
+        if balance != Money::ZERO {
+            let kind = LedgerKind::TopUp;
+            Self::ledger_entry(&mut tx, id, None, kind, balance, "opening balance").await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn key_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await?;
+        super::schema_is_current(&MIGRATOR, applied)
+    }
+
+    async fn find_key(&self, key_hash: &str) -> Result<Option<KeyRecord>> {
+        let row = sqlx::query(
+            "SELECT id, key_hash, balance FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn has_open_order(&self, video: VideoId) -> Result<bool> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM orders WHERE video_id = ?1 AND phase <> 'done'")
+                .bind(video.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    async fn insert_order(
+        &self,
+        order: &NewOrder,
+        refuse_if_open: bool,
+    ) -> Result<std::result::Result<i64, AddRefusal>> {
+        // The immediate transaction holds the write lock, so the check for an open order and
+        // the insert cannot interleave with another `add`.
+        let mut tx = self.write_tx().await?;
+        let inserted = Self::insert_in(&mut tx, order, refuse_if_open).await?;
+        if inserted.is_ok() {
+            tx.commit().await?;
+        }
+        Ok(inserted)
+    }
+
+    async fn insert_orders(
+        &self,
+        batch: &[(NewOrder, bool)],
+    ) -> Result<Vec<std::result::Result<i64, AddRefusal>>> {
+        let mut tx = self.write_tx().await?;
+        // Key rows are debited in key order, so that batches in other processes cannot
+        // deadlock with this one; the answers go back in the batch's order.
+        let mut by_key: Vec<usize> = (0..batch.len()).collect();
+        by_key.sort_by_key(|&i| batch[i].0.key_id);
+        let mut answers = vec![Err(AddRefusal::NotEnoughFunds); batch.len()];
+        for i in by_key {
+            let (order, refuse) = &batch[i];
+            answers[i] = Self::insert_in(&mut tx, order, *refuse).await?;
+        }
+        tx.commit().await?;
+        Ok(answers)
     }
 
     async fn orders(&self, key_id: i64, ids: &[i64]) -> Result<Vec<OrderRecord>> {

@@ -16,6 +16,7 @@ crate::both!(
     an_order_being_delivered_is_canceled_at_the_provider_and_charged_for_what_came,
     cancel_answers_each_id_in_request_order,
     the_ledger_explains_every_balance_over_random_histories,
+    a_burst_of_adds_past_the_balance_charges_exactly_what_it_can,
 );
 
 const VIDEO: u64 = 7_400_000_000_000_000_001;
@@ -287,4 +288,75 @@ async fn a_cancel_that_arrives_while_a_worker_holds_the_order_is_kept(backend: B
     assert_eq!(status["status"], "Canceled", "{status}");
     assert_eq!(env.balance().await, "100.00000");
     assert_eq!(env.sandbox.upstream_orders_for(VIDEO), 0);
+}
+
+/// Adds arriving together are written in shared transactions: a burst from two keys, one
+/// with money for only some of its orders and some orders on one video, must charge each
+/// accepted order once, refuse the rest with the right text, and queue one video's orders.
+async fn a_burst_of_adds_past_the_balance_charges_exactly_what_it_can(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    // 0.09 USD an order of 100 on service 1: money for 11 orders and 0.01 over.
+    let poor = env.new_key("1.00").await;
+    let rich = env.new_key("100").await;
+    let mut calls = tokio::task::JoinSet::new();
+    for n in 0..80u64 {
+        // Even calls from the poor key; the rich key's orders share five videos: they queue,
+        // none is refused.
+        let (key, video) = if n % 2 == 0 {
+            (poor.clone(), 9_100_000 + n)
+        } else {
+            (rich.clone(), 9_200_000 + n % 5)
+        };
+        let (http, api) = (env.http.clone(), env.api.clone());
+        calls.spawn(async move {
+            let link = format!("https://www.tiktok.com/@b/video/{video}");
+            let form = [
+                ("key", key.as_str()),
+                ("action", "add"),
+                ("service", "1"),
+                ("link", link.as_str()),
+                ("quantity", "100"),
+            ];
+            let answer: serde_json::Value = http
+                .post(&api)
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (n % 2 == 0, answer)
+        });
+    }
+    let answers = calls.join_all().await;
+
+    let (mut poor_ok, mut poor_short, mut rich_ok) = (0, 0, 0);
+    for (poor_call, answer) in &answers {
+        match (
+            *poor_call,
+            answer["order"].is_string(),
+            answer["error"].as_str(),
+        ) {
+            (true, true, _) => poor_ok += 1,
+            (true, false, Some("Not enough funds on balance")) => poor_short += 1,
+            (false, true, _) => rich_ok += 1,
+            other => panic!("unexpected answer {answer} ({other:?})"),
+        }
+    }
+    assert_eq!((poor_ok, poor_short, rich_ok), (11, 29, 40));
+    assert_eq!(
+        assert_books_balance(&env, &poor).await.to_string(),
+        "0.01000"
+    );
+    assert_eq!(
+        assert_books_balance(&env, &rich).await.to_string(),
+        "96.40000"
+    );
+
+    // Orders on one video are worked one at a time, each placed once.
+    env.drive().await;
+    for video in 9_200_000..9_200_005u64 {
+        assert_eq!(env.sandbox.upstream_orders_for(video), 8);
+    }
 }

@@ -1,0 +1,94 @@
+//! `add`s that arrive together are written together: one transaction, one commit, for as many
+//! as are waiting. Each `add` otherwise paid for its own transaction, and under a burst the
+//! orders of one key waited for each other's commits on that key's balance row.
+
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::store::{AddRefusal, NewOrder, Store, StoreError};
+
+/// The most orders written in one transaction.
+const MAX_BATCH: usize = 64;
+
+type Answer = Result<Result<i64, AddRefusal>, StoreError>;
+
+struct Waiting {
+    order: NewOrder,
+    refuse_if_open: bool,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// A queue of orders to insert, drained by a few writer tasks.
+pub struct AddQueue {
+    sender: mpsc::Sender<Waiting>,
+}
+
+impl AddQueue {
+    /// Starts `writers` tasks that take whatever is waiting and write it in one go.
+    pub fn new(store: Arc<dyn Store>, writers: usize) -> AddQueue {
+        let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..writers.max(1) {
+            tokio::spawn(write_batches(store.clone(), receiver.clone()));
+        }
+        AddQueue { sender }
+    }
+
+    /// Inserts one order as [`Store::insert_order`] does, with the others waiting beside it.
+    pub async fn insert(&self, order: NewOrder, refuse_if_open: bool) -> Answer {
+        let (reply, answer) = oneshot::channel();
+        let waiting = Waiting {
+            order,
+            refuse_if_open,
+            reply,
+        };
+        let gone = || StoreError::Corrupt("the order writer stopped".to_string());
+        self.sender.send(waiting).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+async fn write_batches(store: Arc<dyn Store>, receiver: Arc<Mutex<mpsc::Receiver<Waiting>>>) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut receiver = receiver.lock().await;
+            let Some(first) = receiver.recv().await else {
+                return;
+            };
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+        }
+        // A client that gave up (its request timed out) gets no order it was not told about.
+        batch.retain(|waiting| !waiting.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let orders: Vec<(NewOrder, bool)> = batch
+            .iter()
+            .map(|w| (w.order.clone(), w.refuse_if_open))
+            .collect();
+        match store.insert_orders(&orders).await {
+            Ok(answers) => {
+                for (waiting, answer) in batch.into_iter().zip(answers) {
+                    let _ = waiting.reply.send(Ok(answer));
+                }
+            }
+            // One order's failure must not fail the others: each is tried on its own.
+            Err(_) => {
+                for waiting in batch {
+                    let answer = store
+                        .insert_order(&waiting.order, waiting.refuse_if_open)
+                        .await;
+                    let _ = waiting.reply.send(answer);
+                }
+            }
+        }
+    }
+}
