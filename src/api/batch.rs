@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{AddRefusal, NewOrder, Store, StoreError};
 
@@ -19,20 +19,24 @@ struct Waiting {
     reply: oneshot::Sender<Answer>,
 }
 
-/// A queue of orders to insert, drained by a few writer tasks.
+/// Queues of orders to insert, each drained by a writer task. A key's orders always go to the
+/// same writer: batches of one key written by two writers at once would wait for each other on
+/// the key's balance row (seen in `pg_stat_activity` as `Lock: transactionid`).
 pub struct AddQueue {
-    sender: mpsc::Sender<Waiting>,
+    senders: Vec<mpsc::Sender<Waiting>>,
 }
 
 impl AddQueue {
     /// Starts `writers` tasks that take whatever is waiting and write it in one go.
     pub fn new(store: Arc<dyn Store>, writers: usize) -> AddQueue {
-        let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
-        let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..writers.max(1) {
-            tokio::spawn(write_batches(store.clone(), receiver.clone()));
-        }
-        AddQueue { sender }
+        let senders = (0..writers.max(1))
+            .map(|_| {
+                let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
+                tokio::spawn(write_batches(store.clone(), receiver));
+                sender
+            })
+            .collect();
+        AddQueue { senders }
     }
 
     /// Inserts one order as [`Store::insert_order`] does, with the others waiting beside it.
@@ -44,25 +48,22 @@ impl AddQueue {
             reply,
         };
         let gone = || StoreError::Corrupt("the order writer stopped".to_string());
-        self.sender.send(waiting).await.map_err(|_| gone())?;
+        let writer = waiting.order.key_id.unsigned_abs() as usize % self.senders.len();
+        self.senders[writer]
+            .send(waiting)
+            .await
+            .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 }
 
-async fn write_batches(store: Arc<dyn Store>, receiver: Arc<Mutex<mpsc::Receiver<Waiting>>>) {
-    loop {
-        let mut batch = Vec::new();
-        {
-            let mut receiver = receiver.lock().await;
-            let Some(first) = receiver.recv().await else {
-                return;
-            };
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
+async fn write_batches(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Waiting>) {
+    while let Some(first) = receiver.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
             }
         }
         // A client that gave up (its request timed out) gets no order it was not told about.
