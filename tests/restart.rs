@@ -177,8 +177,12 @@ async fn the_service_rides_out_a_postgres_restart() {
             "a request hung: {outcome:?}"
         );
     }
+    // A request sent during the outage either got a panel error or waited for the database
+    // to come back (an `add` queued for writing rides the outage out).
     assert!(
-        outcomes.iter().any(|o| o.during_outage && o.json_error),
+        outcomes
+            .iter()
+            .any(|o| o.during_outage && (o.json_error || o.elapsed >= Duration::from_secs(2))),
         "no request saw the outage"
     );
     let last = outcomes.iter().rev().take(10).collect::<Vec<_>>();

@@ -66,30 +66,50 @@ async fn write_batches(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Waiti
                 Err(_) => break,
             }
         }
-        // A client that gave up (its request timed out) gets no order it was not told about.
-        batch.retain(|waiting| !waiting.reply.is_closed());
-        if batch.is_empty() {
-            continue;
-        }
-        let orders: Vec<(NewOrder, bool)> = batch
-            .iter()
-            .map(|w| (w.order.clone(), w.refuse_if_open))
-            .collect();
-        match store.insert_orders(&orders).await {
-            Ok(answers) => {
-                for (waiting, answer) in batch.into_iter().zip(answers) {
-                    let _ = waiting.reply.send(Ok(answer));
+        // A client that gave up (its request timed out or its connection closed) must not be
+        // charged for an order it was never told about: those are dropped before the batch is
+        // written, and if one leaves while it is being written, nothing is committed and the
+        // batch is written again without it.
+        loop {
+            batch.retain(|waiting| !waiting.reply.is_closed());
+            if batch.is_empty() {
+                break;
+            }
+            let orders: Vec<(NewOrder, bool)> = batch
+                .iter()
+                .map(|w| (w.order.clone(), w.refuse_if_open))
+                .collect();
+            let abandoned = || batch.iter().any(|w| w.reply.is_closed());
+            match store.insert_orders(&orders, &abandoned).await {
+                Ok(Some(answers)) => {
+                    for (waiting, answer) in batch.drain(..).zip(answers) {
+                        let _ = waiting.reply.send(Ok(answer));
+                    }
+                }
+                Ok(None) => continue,
+                // An order that could not even be written (a value out of range) failed before
+                // anything was committed: the others are tried on their own.
+                Err(StoreError::Corrupt(_)) => {
+                    for waiting in batch.drain(..) {
+                        if waiting.reply.is_closed() {
+                            continue;
+                        }
+                        let answer = store
+                            .insert_order(&waiting.order, waiting.refuse_if_open)
+                            .await;
+                        let _ = waiting.reply.send(answer);
+                    }
+                }
+                // Anything else may have happened at the commit, which may have landed: trying
+                // again could write the orders twice, so every client hears of the failure.
+                Err(e) => {
+                    let text = e.to_string();
+                    for waiting in batch.drain(..) {
+                        let _ = waiting.reply.send(Err(StoreError::Batch(text.clone())));
+                    }
                 }
             }
-            // One order's failure must not fail the others: each is tried on its own.
-            Err(_) => {
-                for waiting in batch {
-                    let answer = store
-                        .insert_order(&waiting.order, waiting.refuse_if_open)
-                        .await;
-                    let _ = waiting.reply.send(answer);
-                }
-            }
+            break;
         }
     }
 }

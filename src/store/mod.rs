@@ -37,6 +37,8 @@ pub enum StoreError {
          (or `playpanel serve`)"
     )]
     Missing(String),
+    #[error("writing a batch of orders failed: {0}")]
+    Batch(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -416,11 +418,14 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Several `insert_order`s in one transaction (one commit for the lot), each with its
-    /// own answer, in the batch's order. A database error fails the whole batch.
+    /// own answer, in the batch's order. A database error fails the whole batch. Just before
+    /// committing, `abandoned` is asked whether a client of the batch has gone: if so nothing is
+    /// committed and `None` comes back, so that no one is charged for an order never announced.
     async fn insert_orders(
         &self,
         batch: &[(NewOrder, bool)],
-    ) -> Result<Vec<std::result::Result<i64, AddRefusal>>>;
+        abandoned: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<Option<Vec<std::result::Result<i64, AddRefusal>>>>;
 
     /// The orders among `ids` that belong to the key, in one query (refills are not orders).
     async fn orders(&self, key_id: i64, ids: &[i64]) -> Result<Vec<OrderRecord>>;

@@ -405,7 +405,8 @@ impl Store for PostgresStore {
     async fn insert_orders(
         &self,
         batch: &[(NewOrder, bool)],
-    ) -> Result<Vec<std::result::Result<i64, AddRefusal>>> {
+        abandoned: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<Option<Vec<std::result::Result<i64, AddRefusal>>>> {
         let mut tx = self.pool.begin().await?;
         // Every video's lock first, in one order for all, as `insert_order` takes one.
         let mut videos: Vec<String> = batch.iter().map(|(o, _)| o.video_id.to_string()).collect();
@@ -426,8 +427,12 @@ impl Store for PostgresStore {
             let (order, refuse) = &batch[i];
             answers[i] = Self::insert_in(&mut tx, order, *refuse).await?;
         }
+        if abandoned() {
+            tx.rollback().await?;
+            return Ok(None);
+        }
         tx.commit().await?;
-        Ok(answers)
+        Ok(Some(answers))
     }
 
     async fn orders(&self, key_id: i64, ids: &[i64]) -> Result<Vec<OrderRecord>> {

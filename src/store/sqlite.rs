@@ -354,7 +354,8 @@ impl Store for SqliteStore {
     async fn insert_orders(
         &self,
         batch: &[(NewOrder, bool)],
-    ) -> Result<Vec<std::result::Result<i64, AddRefusal>>> {
+        abandoned: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<Option<Vec<std::result::Result<i64, AddRefusal>>>> {
         let mut tx = self.write_tx().await?;
         // Key rows are debited in key order, so that batches in other processes cannot
         // deadlock with this one; the answers go back in the batch's order.
@@ -365,8 +366,12 @@ impl Store for SqliteStore {
             let (order, refuse) = &batch[i];
             answers[i] = Self::insert_in(&mut tx, order, *refuse).await?;
         }
+        if abandoned() {
+            tx.rollback().await?;
+            return Ok(None);
+        }
         tx.commit().await?;
-        Ok(answers)
+        Ok(Some(answers))
     }
 
     async fn orders(&self, key_id: i64, ids: &[i64]) -> Result<Vec<OrderRecord>> {

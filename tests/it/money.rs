@@ -360,3 +360,39 @@ async fn a_burst_of_adds_past_the_balance_charges_exactly_what_it_can(backend: B
         assert_eq!(env.sandbox.upstream_orders_for(video), 8);
     }
 }
+
+/// A client that gives up while its order waits to be written is not charged for an order it
+/// was never told about (SQLite: another process holds the write lock meanwhile).
+#[tokio::test]
+async fn an_add_whose_client_gave_up_is_not_written() {
+    use sqlx::Connection;
+    let env = TestEnv::start(Backend::Sqlite).await;
+    let url = env.database.clone();
+    let mut holder = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let form = [
+        ("key", env.key.as_str()),
+        ("action", "add"),
+        ("service", "1"),
+        ("link", "https://www.tiktok.com/@g/video/31337"),
+        ("quantity", "100"),
+    ];
+    assert!(impatient.post(&env.api).form(&form).send().await.is_err());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+
+    // A patient client afterwards gets its order; the impatient one has none and paid nothing.
+    let id = env.add_ok("1", 31338, "100").await;
+    assert_eq!(env.status(&id).await["status"], "Pending");
+    // One charge of 0.09 USD: the impatient client's order was not written.
+    assert_eq!(env.balance().await, "99.91000");
+    assert_books_balance(&env, &env.key).await;
+}

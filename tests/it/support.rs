@@ -123,6 +123,8 @@ pub struct TestEnv {
     pub http: reqwest::Client,
     /// The PostgreSQL database's URL, when the test runs on PostgreSQL.
     pub pg_url: Option<String>,
+    /// The database URL the app runs on.
+    pub database: String,
     /// The SQLite file, for tests that look inside it.
     pub db_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
@@ -232,6 +234,7 @@ impl TestEnv {
             key,
             http: reqwest::Client::new(),
             pg_url: pg.as_ref().map(|pg| pg.url.clone()),
+            database: database.clone(),
             db_path,
             _dir: dir,
             _pg: pg,
