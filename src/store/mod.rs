@@ -409,7 +409,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         order: &NewOrder,
         refuse_if_open: bool,
-    ) -> Result<std::result::Result<i64, AddRefusal>>;
+    ) -> Result<std::result::Result<i64, AddRefusal>> {
+        let batch = [(order.clone(), refuse_if_open)];
+        let answers = self.insert_orders(&batch, &|| false).await?;
+        answers
+            .and_then(|answers| answers.into_iter().next())
+            .ok_or_else(|| StoreError::Batch("a batch of one order came back empty".to_string()))
+    }
 
     /// How many transactions writing orders are worth running at once: one for SQLite,
     /// which writes one at a time; several for a server.

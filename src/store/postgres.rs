@@ -41,21 +41,31 @@ macro_rules! now {
 /// The channel new orders are announced on.
 pub const NEW_ORDER_CHANNEL: &str = "playpanel_new_order";
 
+/// The orders a worker may claim (as `o`), oldest due first: open, not a drip-feed's own row,
+/// due, not leased, and first in their video's queue. Shared by `claim` and `oldest_due_ms`,
+/// so the gauge and readiness count exactly what a claim would take.
+macro_rules! claimable {
+    () => {
+        concat!(
+            "o.phase <> 'done' AND o.phase <> 'drip' AND o.next_run_at <= ",
+            now!(),
+            " AND (o.lease_until IS NULL OR o.lease_until <= ",
+            now!(),
+            ") AND NOT EXISTS (SELECT 1 FROM orders AS earlier \
+             WHERE earlier.video_id = o.video_id AND in_video_queue(earlier.phase) AND earlier.id < o.id) \
+             ORDER BY o.next_run_at"
+        )
+    };
+}
+
 /// Claims due orders: rows another worker is claiming are skipped, not waited for; an order
 /// behind an earlier open order on its video is not due. (A macro, to be `concat!`ed.)
 macro_rules! claim_sql {
     () => {
         concat!(
-            "WITH due AS (SELECT id FROM orders AS o WHERE phase <> 'done' AND phase <> 'drip' \
-             AND next_run_at <= ",
-            now!(),
-            " AND (lease_until IS NULL OR lease_until <= ",
-            now!(),
-            ") \
-             AND NOT EXISTS (SELECT 1 FROM orders AS earlier \
-                 WHERE earlier.video_id = o.video_id AND in_video_queue(earlier.phase) \
-                 AND earlier.id < o.id) \
-             ORDER BY next_run_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+            "WITH due AS (SELECT id FROM orders AS o WHERE ",
+            claimable!(),
+            " LIMIT $3 FOR UPDATE SKIP LOCKED) \
              UPDATE orders SET lease_owner = $1, lease_until = ",
             now!(),
             " + $2, claim = claim + 1 FROM due WHERE orders.id = due.id RETURNING orders.*, ",
@@ -378,26 +388,6 @@ impl Store for PostgresStore {
         Ok(found.is_some())
     }
 
-    async fn insert_order(
-        &self,
-        order: &NewOrder,
-        refuse_if_open: bool,
-    ) -> Result<std::result::Result<i64, AddRefusal>> {
-        let mut tx = self.pool.begin().await?;
-
-        // Serialises adds for one video across processes, so the check for an open order and
-        // the insert cannot interleave; held until the transaction ends.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(order.video_id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        let inserted = Self::insert_in(&mut tx, order, refuse_if_open).await?;
-        if inserted.is_ok() {
-            tx.commit().await?;
-        }
-        Ok(inserted)
-    }
-
     fn writers(&self) -> usize {
         4
     }
@@ -408,7 +398,9 @@ impl Store for PostgresStore {
         abandoned: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<Option<Vec<std::result::Result<i64, AddRefusal>>>> {
         let mut tx = self.pool.begin().await?;
-        // Every video's lock first, in one order for all, as `insert_order` takes one.
+        // Serialises adds for one video across processes, so the check for an open order and
+        // the insert cannot interleave; every video's lock first, in one order for all batches,
+        // held until the transaction ends.
         let mut videos: Vec<String> = batch.iter().map(|(o, _)| o.video_id.to_string()).collect();
         videos.sort();
         videos.dedup();
@@ -701,15 +693,9 @@ impl Store for PostgresStore {
             "SELECT CAST(",
             now!(),
             " - next_run_at AS BIGINT) FROM orders AS o \
-             WHERE phase <> 'done' AND phase <> 'drip' AND next_run_at <= ",
-            now!(),
-            " AND (lease_until IS NULL OR lease_until <= ",
-            now!(),
-            ") \
-             AND NOT EXISTS (SELECT 1 FROM orders AS earlier \
-                 WHERE earlier.video_id = o.video_id AND in_video_queue(earlier.phase) \
-                 AND earlier.id < o.id) \
-             ORDER BY next_run_at LIMIT 1"
+             WHERE ",
+            claimable!(),
+            " LIMIT 1"
         );
         let oldest: Option<i64> = sqlx::query_scalar(sql).fetch_optional(&self.pool).await?;
         Ok(oldest.unwrap_or(0).max(0))

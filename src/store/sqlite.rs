@@ -32,6 +32,23 @@ macro_rules! now {
     };
 }
 
+/// The orders a worker may claim (as `o`), oldest due first: open, not a drip-feed's own row,
+/// due, not leased, and first in their video's queue. Shared by `claim` and `oldest_due_ms`,
+/// so the gauge and readiness count exactly what a claim would take.
+macro_rules! claimable {
+    () => {
+        concat!(
+            "o.phase <> 'done' AND o.phase <> 'drip' AND o.next_run_at <= ",
+            now!(),
+            " AND (o.lease_until IS NULL OR o.lease_until <= ",
+            now!(),
+            ") AND NOT EXISTS (SELECT 1 FROM orders AS earlier \
+             WHERE earlier.video_id = o.video_id AND earlier.phase <> 'done' AND earlier.phase <> 'drip' AND earlier.id < o.id) \
+             ORDER BY o.next_run_at"
+        )
+    };
+}
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Orders and keys in one SQLite database.
@@ -336,21 +353,6 @@ impl Store for SqliteStore {
         Ok(found.is_some())
     }
 
-    async fn insert_order(
-        &self,
-        order: &NewOrder,
-        refuse_if_open: bool,
-    ) -> Result<std::result::Result<i64, AddRefusal>> {
-        // The immediate transaction holds the write lock, so the check for an open order and
-        // the insert cannot interleave with another `add`.
-        let mut tx = self.write_tx().await?;
-        let inserted = Self::insert_in(&mut tx, order, refuse_if_open).await?;
-        if inserted.is_ok() {
-            tx.commit().await?;
-        }
-        Ok(inserted)
-    }
-
     async fn insert_orders(
         &self,
         batch: &[(NewOrder, bool)],
@@ -388,17 +390,9 @@ impl Store for SqliteStore {
             now!(),
             " + ?2, \
              claim = claim + 1 \
-             WHERE id IN (SELECT id FROM orders AS o WHERE phase <> 'done' AND phase <> 'drip' \
-             AND next_run_at <= ",
-            now!(),
-            " AND (lease_until IS NULL OR lease_until <= ",
-            now!(),
-            ") \
-             AND NOT EXISTS (SELECT 1 FROM orders AS earlier \
-                 WHERE earlier.video_id = o.video_id AND earlier.phase <> 'done' \
-                 AND earlier.phase <> 'drip' \
-                 AND earlier.id < o.id) \
-             ORDER BY next_run_at LIMIT ?3) \
+             WHERE id IN (SELECT id FROM orders AS o WHERE ",
+            claimable!(),
+            " LIMIT ?3) \
              RETURNING ",
             order_columns!(),
             ", ",
@@ -655,15 +649,9 @@ impl Store for SqliteStore {
             "SELECT CAST(",
             now!(),
             " - next_run_at AS BIGINT) FROM orders AS o \
-             WHERE phase <> 'done' AND phase <> 'drip' AND next_run_at <= ",
-            now!(),
-            " AND (lease_until IS NULL OR lease_until <= ",
-            now!(),
-            ") \
-             AND NOT EXISTS (SELECT 1 FROM orders AS earlier \
-                 WHERE earlier.video_id = o.video_id AND earlier.phase <> 'done' \
-                 AND earlier.phase <> 'drip' AND earlier.id < o.id) \
-             ORDER BY next_run_at LIMIT 1"
+             WHERE ",
+            claimable!(),
+            " LIMIT 1"
         );
         let oldest: Option<i64> = sqlx::query_scalar(sql).fetch_optional(&self.pool).await?;
         Ok(oldest.unwrap_or(0).max(0))
